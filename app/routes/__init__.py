@@ -1,0 +1,1 @@
+"""Thin routers: translate HTTP to service calls and ORM rows to response bodies."""

@@ -1,0 +1,165 @@
+"""Submit jobs: validate everything that can be checked up front, then record and enqueue."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from app.errors import Problem, not_found
+from app.orm import Dataset, Job, JobEvent, utcnow
+from app.queue import enqueue_job
+from app.schemas import JobCreate
+from app.services.datasets import get_dataset
+from app.services.models import encoder_layer_count, get_model, resolve_backbone
+from app.storage import LocalArtifactStore
+from distillery.backbones import BackboneError
+from distillery.hyperparams import DISTILLER_KEYS, HyperparameterError, parse_hyperparameters
+from distillery.tables import describe_table
+
+log = logging.getLogger(__name__)
+CHECKPOINT_KEY = "model.hf_text.checkpoint_name"
+
+
+def _check_columns(dataset: Dataset, label: str, text_columns: list[str], field: str) -> None:
+    missing = [c for c in [*text_columns, label] if c not in dataset.columns]
+    if missing:
+        raise Problem(
+            422,
+            "Column not found",
+            f"dataset '{dataset.id}' has no column(s) {', '.join(missing)}; its columns are: "
+            f"{', '.join(dataset.columns)}",
+            field=field,
+        )
+
+
+def label_space(
+    store: LocalArtifactStore, dataset: Dataset, label: str, text_columns: list[str]
+) -> tuple[str, list[str]]:
+    """Problem type and sorted class names of `label` in `dataset`."""
+    if label == dataset.label_column and dataset.problem_type is not None:
+        return dataset.problem_type, sorted(dataset.label_counts)
+    # Another column than the one inferred at upload: describe it now.
+    schema = describe_table(store.read_table(dataset.storage_key), label, text_columns)
+    assert schema.problem_type is not None
+    return schema.problem_type, schema.label_classes
+
+
+def submit_job(
+    session: Session, store: LocalArtifactStore, celery: Celery, queue: str, request: JobCreate
+) -> Job:
+    train = get_dataset(session, request.train_dataset, "train_dataset")
+    label = request.label or train.label_column
+    if label is None:
+        raise Problem(
+            422,
+            "No label column",
+            f"dataset '{train.id}' has no column named 'label'; name one with label "
+            f"(columns: {', '.join(train.columns)})",
+            field="label",
+        )
+    text_columns = request.text_columns or [c for c in train.text_columns if c != label]
+    _check_columns(train, label, text_columns, "label")
+    problem_type, classes = label_space(store, train, label, text_columns)
+
+    if request.tuning_dataset is not None:
+        tuning = get_dataset(session, request.tuning_dataset, "tuning_dataset")
+        _check_columns(tuning, label, text_columns, "tuning_dataset")
+
+    config = parse_hyperparameters(request.hyperparameters)
+    teacher = None
+    if request.kind == "distill":
+        if request.teacher_model is None:
+            raise Problem(
+                422, "Teacher required", "a distill job needs teacher_model", field="teacher_model"
+            )
+        teacher = get_model(session, request.teacher_model, "teacher_model")
+        if teacher.problem_type != problem_type:
+            raise Problem(
+                422,
+                "Teacher does not fit",
+                f"the teacher does {teacher.problem_type}, the dataset's label "
+                f"'{label}' is {problem_type}",
+                field="teacher_model",
+            )
+        if problem_type != "regression" and sorted(teacher.labels) != classes:
+            raise Problem(
+                422,
+                "Teacher does not fit",
+                f"the teacher's labels ({', '.join(sorted(teacher.labels))}) differ "
+                f"from the dataset's ({', '.join(classes)})",
+                field="teacher_model",
+            )
+        missing = [c for c in teacher.text_columns if c not in train.columns]
+        if missing:
+            raise Problem(
+                422,
+                "Teacher does not fit",
+                f"the teacher reads column(s) {', '.join(missing)}, which the training "
+                "dataset lacks",
+                field="teacher_model",
+            )
+    else:
+        if request.teacher_model is not None:
+            raise Problem(
+                422,
+                "Unexpected teacher",
+                "a finetune job trains without a teacher; use kind=distill",
+                field="teacher_model",
+            )
+        given = [k for k in request.hyperparameters if k in DISTILLER_KEYS]
+        if given:
+            raise HyperparameterError(given[0], "distiller settings apply to distill jobs only")
+
+    try:
+        backbone = resolve_backbone(session, store, config.checkpoint_name)
+        layer_count = encoder_layer_count(backbone)
+    except (BackboneError, OSError, ValueError) as exc:
+        raise HyperparameterError(CHECKPOINT_KEY, str(exc)) from None
+    wanted = (
+        config.layers
+        if isinstance(config.layers, int)
+        else (max(config.layers) + 1 if config.layers else None)
+    )
+    if wanted is not None and layer_count is not None and wanted > layer_count:
+        raise HyperparameterError(
+            "model.hf_text.layers",
+            f"the checkpoint has {layer_count} encoder layers; asked for {config.layers}",
+        )
+
+    job = Job(
+        kind=request.kind,
+        train_dataset_id=train.id,
+        tuning_dataset_id=request.tuning_dataset,
+        teacher_model_id=teacher.id if teacher else None,
+        label=label,
+        text_columns=text_columns,
+        hyperparameters=dict(request.hyperparameters),
+    )
+    session.add(job)
+    session.flush()
+    session.add(JobEvent(job_id=job.id, kind="queued", message=f"{request.kind} job queued"))
+    session.commit()
+    try:
+        enqueue_job(celery, job.id, queue)
+    except Exception as exc:  # the broker is down: say so instead of leaving a job that never runs
+        log.exception("could not enqueue job %s", job.id)
+        job.status, job.error_code = "failed", "internal"
+        job.error_message = f"the job could not be queued: {exc}"
+        job.finished_at = utcnow()
+        session.commit()
+        raise Problem(
+            503,
+            "Queue unavailable",
+            "the job queue is not reachable; try again later",
+            extra={"job": job.id},
+        ) from exc
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job

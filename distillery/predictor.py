@@ -1,0 +1,101 @@
+"""Load a bundle and predict, predict_proba or evaluate on a table (used by the API and worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.backbones import load_classifier
+from distillery.bundle import BundleMetadata, read_metadata
+from distillery.encoding import encode_rows
+from distillery.inference import compute_outputs, softmax
+from distillery.metrics import classification_metrics, regression_metrics
+from distillery.tables import TableError, label_to_class_name
+
+
+class Predictor:
+    """A loaded model with its label order and text columns; thread-compatible for inference."""
+
+    def __init__(self, folder: Path, device: str = "cpu", batch_size: int = 64) -> None:
+        self.folder = folder
+        self.metadata: BundleMetadata = read_metadata(folder)
+        id2label = dict(enumerate(self.metadata.labels)) if self.metadata.labels else None
+        backbone = load_classifier(
+            folder,
+            num_labels=max(1, len(self.metadata.labels)),
+            id2label=id2label,
+            problem_type=self.metadata.problem_type,
+        )
+        self.model = backbone.model.to(device).eval()
+        self.tokenizer = backbone.tokenizer
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def problem_type(self) -> str:
+        return self.metadata.problem_type
+
+    def check_columns(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in self.metadata.text_columns if c not in frame.columns]
+        if missing:
+            raise TableError(
+                f"missing text column(s) {', '.join(missing)}; this model reads "
+                f"{', '.join(self.metadata.text_columns)}",
+                field="text_columns",
+            )
+
+    def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check_columns(frame)
+        rows = encode_rows(
+            self.tokenizer, frame, self.metadata.text_columns, self.metadata.max_text_len
+        )
+        pad_id = self.tokenizer.pad_token_id or 0
+        with torch.inference_mode():
+            return compute_outputs(
+                self.model,
+                rows,
+                batch_size=self.batch_size,
+                pad_token_id=pad_id,
+                device=self.device,
+            )
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.problem_type == "regression":
+            raise TableError("predict_proba is for classifiers; this model does regression")
+        return softmax(self.raw_outputs(frame))
+
+    def predict(self, frame: pd.DataFrame) -> list[str] | list[float]:
+        outputs = self.raw_outputs(frame)
+        if self.problem_type == "regression":
+            return [float(v) for v in outputs[:, 0]]
+        return [self.metadata.labels[i] for i in outputs.argmax(axis=1)]
+
+    def evaluate(self, frame: pd.DataFrame, label_column: str) -> dict[str, float]:
+        if label_column not in frame.columns:
+            raise TableError(
+                f"label column '{label_column}' not found; columns are: {', '.join(frame.columns)}",
+                field="label",
+            )
+        outputs = self.raw_outputs(frame)
+        if self.problem_type == "regression":
+            targets = frame[label_column].astype(float).to_numpy()
+            return regression_metrics(targets, outputs[:, 0])
+        true_ids = label_ids(frame[label_column], self.metadata.labels)
+        return classification_metrics(true_ids, softmax(outputs))
+
+
+def label_ids(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    """Map label values to class ids in `classes` order; unknown values are an error."""
+    index = {name: i for i, name in enumerate(classes)}
+    names = labels.map(label_to_class_name)
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise TableError(
+            f"label value(s) {', '.join(unknown[:5])} are not classes of this model "
+            f"({', '.join(classes)})",
+            field="label",
+        )
+    return names.map(index).to_numpy(dtype=np.int64)

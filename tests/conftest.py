@@ -1,0 +1,210 @@
+"""Shared fixtures: tiny checkpoints, databases (SQLite and a fresh PostgreSQL database), an
+API client on the real ASGI app, and real Celery worker processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.factories import qnli_like_frame, save_tiny_bert
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DISTILLERY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("DISTILLERY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("teacher"), layers=2, hidden=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("student"), layers=1, hidden=16)
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def migrate(database_url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.upgrade(config, "head")
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """The embedded default: SQLite, kombu's SQLAlchemy broker on SQLite, local artifacts."""
+    settings = Settings(home=tmp_path / "home", task_queue=f"test-{uuid.uuid4().hex[:8]}")
+    settings.ensure_local_dirs()
+    migrate(settings.resolved_database_url())
+    return settings
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """A fresh database in the local PostgreSQL cluster, dropped afterwards."""
+    name = f"distillery_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_redis_settings(tmp_path: Path, postgres_database_url: str) -> Settings:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=postgres_database_url,
+        broker_url=REDIS_URL,
+        task_queue=f"test-{uuid.uuid4().hex[:8]}",
+    )
+    settings.ensure_local_dirs()
+    migrate(postgres_database_url)
+    return settings
+
+
+@pytest.fixture
+def client(sqlite_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(sqlite_settings)) as test_client:
+        yield test_client
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DISTILLERY_HOME": str(settings.home),
+        "DISTILLERY_DATABASE_URL": settings.resolved_database_url(),
+        "DISTILLERY_BROKER_URL": settings.resolved_broker_url(),
+        "DISTILLERY_ARTIFACT_DIR": str(settings.resolved_artifact_dir()),
+        "DISTILLERY_TASK_QUEUE": settings.task_queue,
+        "PYTHONPATH": str(ROOT),
+    }
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` process consuming this test's queue."""
+
+    def __init__(self, settings: Settings, log_path: Path, name: str = "w1") -> None:
+        self.log_path = log_path
+        self.log_file = log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "-Q",
+                settings.task_queue,
+                "-n",
+                f"{name}-{settings.task_queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=settings_env(settings),
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()}")
+            if " ready." in self.log_path.read_text():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator:
+    workers: list[WorkerProcess] = []
+
+    def start(settings: Settings, name: str = "w1") -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{name}.log", name)
+        workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def upload_table(client: TestClient | httpx.Client, frame, filename: str, **form: str) -> dict:
+    suffix = filename.rsplit(".", 1)[-1]
+    if suffix == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        content = buffer.getvalue()
+    elif suffix == "jsonl":
+        content = frame.to_json(orient="records", lines=True).encode()
+    else:
+        content = frame.to_csv(index=False, sep="\t" if suffix == "tsv" else ",").encode()
+    response = client.post("/v1/datasets", files={"file": (filename, content)}, data=form)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+
+
+@pytest.fixture(scope="session")
+def qnli_tables() -> dict:
+    return {
+        "train": qnli_like_frame(160, seed=1),
+        "tuning": qnli_like_frame(40, seed=2),
+        "test": qnli_like_frame(80, seed=3),
+    }

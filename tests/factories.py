@@ -1,0 +1,57 @@
+"""Tiny models and QNLI-shaped tables that the tests build themselves (no model hub)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pandas as pd
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+SUBJECTS = ["river", "city", "king", "bridge", "painter", "engine", "forest", "treaty"]
+POSITIVE_WORDS = ["flows", "built", "ruled", "crossed", "painted", "powered", "grew", "signed"]
+NEGATIVE_WORDS = ["unknown", "never", "nobody", "nothing", "absent", "missing", "lost", "none"]
+FILLER = ["the", "a", "of", "in", "was", "is", "what", "who", "when", "where", "did", "?", "."]
+
+
+def tiny_vocabulary() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return specials + sorted(set(SUBJECTS + POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
+
+
+def qnli_like_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    """Question/sentence pairs whose label a tiny model can learn: the sentence's verb decides."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(rows):
+        subject = rng.choice(SUBJECTS)
+        entailed = rng.random() < 0.5
+        word = rng.choice(POSITIVE_WORDS if entailed else NEGATIVE_WORDS)
+        records.append(
+            {
+                "question": f"what {rng.choice(['is', 'was'])} the {subject} ?",
+                "sentence": f"the {subject} {word} in the {rng.choice(SUBJECTS)} .",
+                "label": "entailment" if entailed else "not_entailment",
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def save_tiny_bert(folder: Path, *, layers: int, hidden: int = 32, heads: int = 2) -> Path:
+    """A randomly initialised BERT with its own WordPiece tokenizer, saved as a checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocabulary = {token: index for index, token in enumerate(tiny_vocabulary())}
+    tokenizer = BertTokenizerFast(vocab=vocabulary, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(tiny_vocabulary()),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,1 @@
+"""Distillery's Celery worker: runs training jobs."""
