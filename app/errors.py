@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from distillery.backbones import BackboneError
 from distillery.bundle import BundleError
 from distillery.hyperparams import HyperparameterError
-from distillery.tables import TableError
+from distillery.tables import TableError, UnsupportedFormatError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -66,6 +66,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TableError)
     async def _table(request: Request, exc: TableError) -> JSONResponse:
+        if isinstance(exc, UnsupportedFormatError):
+            return problem_response(request, 415, "Unsupported file type", str(exc), exc.field)
         return problem_response(request, 422, "Unusable table", str(exc), exc.field)
 
     @app.exception_handler(HyperparameterError)

@@ -54,11 +54,17 @@ class TableSchema:
     label_counts: dict[str, int] = field(default_factory=dict)
 
 
+class UnsupportedFormatError(TableError):
+    """The file is not one of the table formats we read."""
+
+
 def format_from_filename(filename: str) -> TableFormat:
     suffix = Path(filename).suffix.lower()
     if suffix not in FORMATS_BY_SUFFIX:
         known = ", ".join(sorted(FORMATS_BY_SUFFIX))
-        raise TableError(f"unsupported file type '{suffix or filename}'; use one of: {known}")
+        raise UnsupportedFormatError(
+            f"unsupported file type '{suffix or filename}'; use one of: {known}"
+        )
     return FORMATS_BY_SUFFIX[suffix]
 
 

@@ -118,7 +118,8 @@ def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str)
 
 def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
     # Biases and LayerNorm weights are not decayed: decaying them only hurts (BERT's recipe).
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue

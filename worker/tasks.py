@@ -10,10 +10,10 @@ import logging
 import socket
 import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import torch
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
@@ -71,7 +71,7 @@ def claim(session: Session, job_id: str, worker_name: str) -> bool:
         )
     )
     session.commit()
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str, **data: Any) -> None:

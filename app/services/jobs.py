@@ -75,20 +75,21 @@ def submit_job(
                 422, "Teacher required", "a distill job needs teacher_model", field="teacher_model"
             )
         teacher = get_model(session, request.teacher_model, "teacher_model")
+        classification = "regression" not in (teacher.problem_type, problem_type)
+        if classification and sorted(teacher.labels) != classes:
+            raise Problem(
+                422,
+                "Teacher does not fit",
+                f"the teacher's labels ({', '.join(sorted(teacher.labels))}) differ "
+                f"from the dataset's ({', '.join(classes)})",
+                field="teacher_model",
+            )
         if teacher.problem_type != problem_type:
             raise Problem(
                 422,
                 "Teacher does not fit",
                 f"the teacher does {teacher.problem_type}, the dataset's label "
                 f"'{label}' is {problem_type}",
-                field="teacher_model",
-            )
-        if problem_type != "regression" and sorted(teacher.labels) != classes:
-            raise Problem(
-                422,
-                "Teacher does not fit",
-                f"the teacher's labels ({', '.join(sorted(teacher.labels))}) differ "
-                f"from the dataset's ({', '.join(classes)})",
                 field="teacher_model",
             )
         missing = [c for c in teacher.text_columns if c not in train.columns]

@@ -1,0 +1,96 @@
+"""Real torch training of tiny models: fine-tune, distill, layer cuts, bundles."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillery.backbones import BackboneError, keep_layers, load_classifier, resolve_checkpoint
+from distillery.bundle import BundleMetadata, read_metadata, save_bundle
+from distillery.hyperparams import parse_hyperparameters
+from distillery.predictor import Predictor
+from distillery.training import TrainingCallbacks, TrainingCancelled, TrainingData, train
+from tests.factories import qnli_like_frame
+
+LABELS = ["entailment", "not_entailment"]
+FAST = {"optimization.learning_rate": 3e-3, "optimization.max_epochs": 8, "env.batch_size": 16}
+
+
+def qnli_data(rows: int = 160) -> TrainingData:
+    return TrainingData(
+        train=qnli_like_frame(rows, seed=1),
+        tuning=qnli_like_frame(40, seed=2),
+        text_columns=["question", "sentence"],
+        label_column="label",
+        problem_type="binary",
+        labels=LABELS,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = train(parse_hyperparameters(FAST), qnli_data(), tiny_teacher_dir)
+    metadata = BundleMetadata(
+        "binary", LABELS, ["question", "sentence"], metrics={"tuning": result.tuning_metrics}
+    )
+    folder = tmp_path_factory.mktemp("bundles") / "teacher"
+    return save_bundle(result.backbone.model, result.backbone.tokenizer, metadata, folder)
+
+
+def test_finetune_learns_and_bundle_round_trips(trained_teacher: Path) -> None:
+    predictor = Predictor(trained_teacher)
+    test = qnli_like_frame(80, seed=3)
+    assert predictor.evaluate(test, "label")["accuracy"] >= 0.9
+    assert read_metadata(trained_teacher).labels == LABELS
+    assert set(predictor.predict(test.head(4))) <= set(LABELS)
+
+
+def test_training_is_reproducible_on_cpu(tiny_student_dir: Path) -> None:
+    config = parse_hyperparameters({**FAST, "optimization.max_epochs": 1})
+    first = train(config, qnli_data(64), tiny_student_dir)
+    second = train(config, qnli_data(64), tiny_student_dir)
+
+    def losses(result):
+        return [entry["loss"] for entry in result.history if entry["kind"] == "train"]
+
+    assert losses(first) == losses(second)
+    for a, b in zip(
+        first.backbone.model.parameters(), second.backbone.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_distill_records_soft_loss(trained_teacher: Path, tiny_student_dir: Path) -> None:
+    config = parse_hyperparameters({**FAST, "distiller.temperature": 2.0})
+    result = train(config, qnli_data(), tiny_student_dir, teacher=Predictor(trained_teacher))
+    logged = [entry for entry in result.history if entry["kind"] == "train"]
+    assert all("soft_loss" in entry and "hard_loss" in entry for entry in logged)
+    assert result.info["teacher_mode"] == "precomputed"
+    assert logged[-1]["soft_loss"] < logged[0]["soft_loss"]
+
+
+def test_cancellation_stops_the_loop(tiny_student_dir: Path) -> None:
+    class StopAtOnce(TrainingCallbacks):
+        def should_stop(self) -> bool:
+            return True
+
+    with pytest.raises(TrainingCancelled, match="step 1"):
+        train(parse_hyperparameters(FAST), qnli_data(64), tiny_student_dir, callbacks=StopAtOnce())
+
+
+def test_keep_layers_copies_the_chosen_blocks(tiny_teacher_dir: Path) -> None:
+    full = load_classifier(tiny_teacher_dir, num_labels=2).model
+    cut = load_classifier(tiny_teacher_dir, num_labels=2, layers=[1]).model
+    assert cut.config.num_hidden_layers == 1
+    assert len(cut.bert.encoder.layer) == 1
+    for a, b in zip(
+        cut.bert.encoder.layer[0].parameters(), full.bert.encoder.layer[1].parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(BackboneError, match="has 2 encoder layers"):
+        keep_layers(full, [0, 5])
+
+
+def test_unknown_checkpoint_names_are_refused_without_a_hub() -> None:
+    with pytest.raises(BackboneError, match="model hubs are not used"):
+        resolve_checkpoint("bert-base-uncased")
