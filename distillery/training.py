@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from distillery.backbones import Backbone, load_classifier
+from distillery.checkpoints import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
 from distillery.encoding import collate, encode_rows
 from distillery.hyperparams import TrainingConfig
 from distillery.inference import compute_outputs, softmax
@@ -49,6 +50,8 @@ class TrainingCallbacks:
 
     def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None: ...
 
+    def on_checkpoint(self, step: int, epoch: float) -> None: ...
+
     def should_stop(self) -> bool:
         return False
 
@@ -64,6 +67,14 @@ class TrainingData:
     problem_type: str
     # Class names in output order; for a distill job this is the teacher's order.
     labels: list[str]
+
+
+@dataclass
+class CheckpointPolicy:
+    """Save resumable state here at each epoch's end and every `every_steps` optimizer steps."""
+
+    folder: Path
+    every_steps: int = 200
 
 
 @dataclass
@@ -141,12 +152,14 @@ def train(
     teacher: Predictor | None = None,
     callbacks: TrainingCallbacks | None = None,
     device: torch.device | None = None,
+    checkpoints: CheckpointPolicy | None = None,
 ) -> TrainingResult:
     """Fine-tune (no teacher) or distill (with a teacher) a classifier; return the best one.
 
     The best checkpoint is chosen on the tuning table (or a holdout of the training rows) by
     accuracy, or RMSE for regression, and training stops after `config.patience` validations
-    without improvement.
+    without improvement. With `checkpoints`, an earlier run's saved state in that folder is
+    resumed, and the resumed run ends with the same weights an uninterrupted one would have.
     """
     callbacks = callbacks or TrainingCallbacks()
     device = device or pick_device()
@@ -214,48 +227,64 @@ def train(
         "teacher_inference_seconds": round(teacher_seconds, 3),
         "selection_metric": metric_name,
     }
-    callbacks.on_start(total_steps, info)
 
-    history: list[dict[str, Any]] = []
-    best_score: float | None = None
+    loop = LoopState()
     best_state: dict[str, torch.Tensor] | None = None
-    best_step = 0
-    validations_without_improvement = 0
-    best_metrics: dict[str, float] = {}
+    if checkpoints is not None and has_checkpoint(checkpoints.folder):
+        loop, best_state = load_checkpoint(checkpoints.folder, model, optimizer, scheduler)
+        info["resumed_from_step"] = loop.step
+        model.to(device)
+    callbacks.on_start(total_steps, info)
 
     def validate(step: int, epoch: float) -> bool:
         """Score on tuning rows, keep the best weights; return True when patience runs out."""
-        nonlocal best_score, best_state, best_step, validations_without_improvement, best_metrics
+        nonlocal best_state
         if tuning_rows is None or tuning_targets is None:
             return False
         outputs = compute_outputs(
             model, tuning_rows, batch_size=micro_batch * 2, pad_token_id=pad_id, device=device
         )
         values = evaluate_outputs(outputs, tuning_targets, data.problem_type)
-        history.append({"kind": "validation", "step": step, "epoch": epoch, **values})
+        loop.history.append({"kind": "validation", "step": step, "epoch": epoch, **values})
         callbacks.on_validation(step, epoch, values)
         score = values[metric_name]
-        improved = best_score is None or (
-            score > best_score if higher_is_better else score < best_score
+        improved = loop.best_score is None or (
+            score > loop.best_score if higher_is_better else score < loop.best_score
         )
         if improved:
-            best_score, best_step, best_metrics = score, step, values
+            loop.best_score, loop.best_step, loop.best_metrics = score, step, values
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            validations_without_improvement = 0
+            loop.validations_without_improvement = 0
             return False
-        validations_without_improvement += 1
-        return validations_without_improvement > config.patience
+        loop.validations_without_improvement += 1
+        return loop.validations_without_improvement > config.patience
+
+    def checkpoint(epoch_index: int, next_micro_index: int, generator_state: torch.Tensor) -> None:
+        if checkpoints is None:
+            return
+        loop.epoch_index, loop.next_micro_index = epoch_index, next_micro_index
+        loop.epoch_generator_state = generator_state
+        save_checkpoint(checkpoints.folder, model, optimizer, scheduler, loop, best_state)
+        callbacks.on_checkpoint(loop.step, epoch_index + next_micro_index / micro_batches_per_epoch)
 
     generator = torch.Generator().manual_seed(config.seed)
-    step = 0
+    if loop.epoch_generator_state is not None:
+        generator.set_state(loop.epoch_generator_state)
+    first_epoch, skip_micro_batches = loop.epoch_index, loop.next_micro_index
+    rows_this_run, run_started = 0, time.perf_counter()
     running: dict[str, float] = {}
     running_count = 0
-    stop = False
+    stop = loop.step >= total_steps
     model.train()
-    for epoch_index in range(max_epochs):
+    for epoch_index in range(first_epoch, max_epochs):
+        if stop:
+            break
+        epoch_generator_state = generator.get_state()
         order = torch.randperm(len(train_rows), generator=generator).tolist()
         micro_batches = [order[i : i + micro_batch] for i in range(0, len(order), micro_batch)]
         for micro_index, positions in enumerate(micro_batches):
+            if epoch_index == first_epoch and micro_index < skip_micro_batches:
+                continue
             batch = collate([train_rows[i] for i in positions], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             targets = train_targets[positions].to(device)
@@ -279,6 +308,7 @@ def train(
             for name, value in {"loss": loss, **terms}.items():
                 running[name] = running.get(name, 0.0) + float(value.detach())
             running_count += 1
+            rows_this_run += len(positions)
 
             last_in_epoch = micro_index == len(micro_batches) - 1
             if (micro_index + 1) % accumulation != 0 and not last_in_epoch:
@@ -288,16 +318,15 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
+            loop.step += 1
+            step = loop.step
             epoch = round(epoch_index + (micro_index + 1) / len(micro_batches), 4)
 
             if step % LOG_EVERY_STEPS == 0 or step == total_steps:
                 values = {k: v / running_count for k, v in running.items()}
                 values["learning_rate"] = scheduler.get_last_lr()[0]
-                values["rows_per_second"] = (
-                    step * micro_batch * accumulation / (time.perf_counter() - started)
-                )
-                history.append({"kind": "train", "step": step, "epoch": epoch, **values})
+                values["rows_per_second"] = rows_this_run / (time.perf_counter() - run_started)
+                loop.history.append({"kind": "train", "step": step, "epoch": epoch, **values})
                 callbacks.on_log(step, total_steps, epoch, values)
                 running, running_count = {}, 0
             if callbacks.should_stop():
@@ -307,22 +336,25 @@ def train(
             ):
                 stop = True
             if stop or step >= total_steps:
+                stop = True
                 break
-        if stop or step >= total_steps:
-            break
+            if last_in_epoch:
+                checkpoint(epoch_index + 1, 0, generator.get_state())
+            elif checkpoints is not None and step % checkpoints.every_steps == 0:
+                checkpoint(epoch_index, micro_index + 1, epoch_generator_state)
 
     if best_state is None:
-        validate(step, float(max_epochs))
+        validate(loop.step, float(max_epochs))
     if best_state is not None:
         model.load_state_dict(best_state)
-    info["steps_run"] = step
-    info["early_stopped"] = stop
+    info["steps_run"] = loop.step
+    info["early_stopped"] = loop.step < total_steps
     info["train_seconds"] = round(time.perf_counter() - started, 3)
     model.to("cpu").eval()
     return TrainingResult(
         backbone=student,
-        tuning_metrics=best_metrics,
-        best_step=best_step,
-        history=history,
+        tuning_metrics=loop.best_metrics,
+        best_step=loop.best_step,
+        history=loop.history,
         info=info,
     )

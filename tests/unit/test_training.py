@@ -9,7 +9,13 @@ from distillery.backbones import BackboneError, keep_layers, load_classifier, re
 from distillery.bundle import BundleMetadata, read_metadata, save_bundle
 from distillery.hyperparams import parse_hyperparameters
 from distillery.predictor import Predictor
-from distillery.training import TrainingCallbacks, TrainingCancelled, TrainingData, train
+from distillery.training import (
+    CheckpointPolicy,
+    TrainingCallbacks,
+    TrainingCancelled,
+    TrainingData,
+    train,
+)
 from tests.factories import qnli_like_frame
 
 LABELS = ["entailment", "not_entailment"]
@@ -94,3 +100,43 @@ def test_keep_layers_copies_the_chosen_blocks(tiny_teacher_dir: Path) -> None:
 def test_unknown_checkpoint_names_are_refused_without_a_hub() -> None:
     with pytest.raises(BackboneError, match="model hubs are not used"):
         resolve_checkpoint("bert-base-uncased")
+
+
+class CrashAfterCheckpoints(TrainingCallbacks):
+    """Simulates a worker dying right after its n-th checkpoint."""
+
+    def __init__(self, crash_after: int) -> None:
+        self.crash_after, self.saved = crash_after, 0
+
+    def on_checkpoint(self, step: int, epoch: float) -> None:
+        self.saved += 1
+        if self.saved == self.crash_after:
+            raise RuntimeError(f"worker lost after step {step}")
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(
+    tiny_student_dir: Path, tmp_path: Path
+) -> None:
+    # 64 training rows with micro-batches of 8 and accumulation 2: 4 steps an epoch; checkpoints
+    # every 3 steps land both mid-epoch and at epoch ends.
+    config = parse_hyperparameters(
+        {**FAST, "optimization.max_epochs": 3, "env.batch_size": 16, "env.per_gpu_batch_size": 8}
+    )
+    data = qnli_data(64)
+    uninterrupted = train(config, data, tiny_student_dir)
+
+    policy = CheckpointPolicy(folder=tmp_path / "checkpoint", every_steps=3)
+    with pytest.raises(RuntimeError, match="worker lost after step 3"):
+        train(config, data, tiny_student_dir, checkpoints=policy,
+              callbacks=CrashAfterCheckpoints(crash_after=1))
+    with pytest.raises(RuntimeError, match="worker lost after step 6"):
+        train(config, data, tiny_student_dir, checkpoints=policy,
+              callbacks=CrashAfterCheckpoints(crash_after=2))
+    resumed = train(config, data, tiny_student_dir, checkpoints=policy)
+
+    assert resumed.info["resumed_from_step"] == 6
+    assert resumed.best_step == uninterrupted.best_step
+    assert resumed.tuning_metrics == uninterrupted.tuning_metrics
+    for a, b in zip(resumed.backbone.model.parameters(),
+                    uninterrupted.backbone.model.parameters(), strict=True):
+        assert torch.equal(a, b)
