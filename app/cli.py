@@ -37,6 +37,36 @@ def worker(concurrency: int, queues: str | None) -> None:
     celery.worker_main(argv)
 
 
+def keys(args: argparse.Namespace) -> None:
+    """Create, revoke or list API keys in the configured database (run `migrate` first)."""
+    from app.auth import create_key, list_keys, revoke_key
+    from app.config import get_settings
+    from app.db import make_engine, make_session_factory
+
+    settings = get_settings()
+    settings.ensure_local_dirs()
+    engine = make_engine(settings.resolved_database_url())
+    with make_session_factory(engine)() as session:
+        if args.keys_command == "create":
+            key, secret = create_key(session, args.name, is_admin=args.admin)
+            print(f"created key {key.id} ({'admin' if key.is_admin else 'user'}) '{key.name}'")
+            print("secret (shown once, not stored; send as 'Authorization: Bearer <secret>'):")
+            print(secret)
+            if not settings.auth_enabled:
+                print("note: DISTILLERY_AUTH_ENABLED is off, so the API does not ask for keys")
+        elif args.keys_command == "revoke":
+            revoked = revoke_key(session, args.key_id)
+            if revoked is None:
+                sys.exit(f"no key with id '{args.key_id}'")
+            print(f"revoked key {revoked.id} '{revoked.name}'")
+        else:
+            for key in list_keys(session):
+                state = "revoked" if key.revoked_at else "active"
+                role = "admin" if key.is_admin else "user"
+                print(f"{key.id}\t{key.prefix}...\t{role}\t{state}\t{key.name}")
+    engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,11 +77,23 @@ def main(argv: list[str] | None = None) -> None:
     worker_parser = commands.add_parser("worker", help="run a Celery worker for training jobs")
     worker_parser.add_argument("--concurrency", type=int, default=1)
     worker_parser.add_argument("--queues", default=None)
+    keys_parser = commands.add_parser("keys", help="create, revoke or list API keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create_parser = key_commands.add_parser("create", help="make a key; prints its secret once")
+    create_parser.add_argument("--name", required=True, help="who or what the key is for")
+    create_parser.add_argument(
+        "--admin", action="store_true", help="the key sees every owner's datasets, models, jobs"
+    )
+    revoke_parser = key_commands.add_parser("revoke", help="revoke a key by its id (key_...)")
+    revoke_parser.add_argument("key_id")
+    key_commands.add_parser("list", help="list keys (ids, prefixes, roles; never secrets)")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":
         serve(args.host, args.port)
+    elif args.command == "keys":
+        keys(args)
     else:
         worker(args.concurrency, args.queues)
 

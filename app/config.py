@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # Celery queue the API sends jobs to and workers consume; tests use their own per run.
     task_queue: str = "distillery"
     max_upload_bytes: int = 512 * 1024 * 1024
+    # Off only for the embedded single-user default: then every caller sees everything, and the
+    # startup log and /healthz say so. Keys are made with `distillery keys create`.
+    auth_enabled: bool = False
+    # Server-side folders whose tables may be registered by path (POST /v1/datasets/from-path);
+    # empty turns that route off. JSON list in the environment: '["/data/shared"]'.
+    allowed_data_roots: list[Path] = Field(default_factory=list)
     # Loaded models kept in memory by the predict endpoint.
     model_cache_size: int = 4
 

@@ -6,10 +6,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.auth import LOCAL_CALLER, Caller, authenticate
 from app.config import Settings
+from app.errors import Problem
+from app.idempotency import Idempotency
 from app.serving import PredictorCache
 from app.storage import LocalArtifactStore
 
@@ -40,3 +44,67 @@ StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An API key made with `distillery keys create --name NAME`, sent as "
+    "`Authorization: Bearer dk_...` (not needed when the server runs with auth off)",
+)
+
+
+def current_caller(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Caller:
+    """The key behind the request; with auth off, the local caller who sees everything."""
+    if not request.app.state.settings.auth_enabled:
+        return LOCAL_CALLER
+    if credentials is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "send an API key as 'Authorization: Bearer dk_...'; an operator makes one with "
+            "`distillery keys create --name NAME`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    caller = authenticate(session, credentials.credentials)
+    if caller is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "the API key is unknown or revoked; ask an operator for a new one",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+def get_idempotency(
+    request: Request,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Any unique string (a UUID): a retry with the same key and body gets "
+            "the first response again (header Idempotent-Replayed: true) instead of creating "
+            "a second resource; the same key with another body is 422, and 409 while the "
+            "first request is still running. Keys are kept for 24 hours.",
+        ),
+    ] = None,
+) -> Idempotency:
+    return Idempotency(
+        request.app.state.session_factory,
+        owner=caller.owner,
+        key=idempotency_key,
+        endpoint=f"{request.method} {request.url.path}",
+    )
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

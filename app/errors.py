@@ -1,12 +1,19 @@
-"""RFC 9457 problem+json for every error, each naming the field at fault where there is one."""
+"""RFC 9457 problem+json for every error, each naming the field at fault where there is one.
+
+Every route declares the problems it can answer with (`problem_responses`), so the OpenAPI
+document describes error bodies as exactly as it describes successes.
+"""
 
 from __future__ import annotations
 
+import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distillery.backbones import BackboneError
@@ -15,6 +22,7 @@ from distillery.hyperparams import HyperparameterError
 from distillery.tables import TableError, UnsupportedFormatError
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("distillery.api")
 
 
 class Problem(Exception):
@@ -28,10 +36,12 @@ class Problem(Exception):
         *,
         field: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail, self.field = status, title, detail, field
         self.extra = extra or {}
+        self.headers = headers
 
 
 def not_found(kind: str, identifier: str, field: str | None = None) -> Problem:
@@ -45,6 +55,7 @@ def problem_response(
     detail: str,
     field: str | None = None,
     extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -56,13 +67,15 @@ def problem_response(
     if field is not None:
         body["field"] = field
     body.update(extra or {})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(request, exc.status, exc.title, exc.detail, exc.field, exc.extra)
+        return problem_response(
+            request, exc.status, exc.title, exc.detail, exc.field, exc.extra, exc.headers
+        )
 
     @app.exception_handler(TableError)
     async def _table(request: Request, exc: TableError) -> JSONResponse:
@@ -87,13 +100,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {
-                "field": ".".join(str(part) for part in error["loc"] if part != "body"),
-                "message": error["msg"],
-            }
-            for error in exc.errors()
+            {"field": _field_name(error), "message": _fix_hint(error)} for error in exc.errors()
         ]
-        first = errors[0] if errors else {"field": None, "message": "invalid request"}
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(
             request, 422, "Invalid request", detail, first["field"], {"errors": errors}
@@ -101,4 +110,141 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(request, exc.status_code, str(exc.detail), str(exc.detail))
+        title = getattr(exc, "title", None) or HTTPStatus(exc.status_code).phrase
+        detail = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:
+            detail = (
+                "the request body could not be parsed; send multipart/form-data with a 'file' "
+                "part for uploads, or a JSON object with content-type application/json"
+            )
+        return problem_response(
+            request, exc.status_code, title, detail, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's doing: log it whole, tell the client only that it happened.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            500,
+            "Internal Server Error",
+            "the server failed on this request; it has been logged",
+        )
+
+
+def _field_name(error: Any) -> str:
+    # ("body", "hyperparameters", "x") -> "hyperparameters.x"; ("query", "limit") -> "limit";
+    # ("header", "idempotency-key") -> "Idempotency-Key".
+    if error.get("type") == "json_invalid":
+        return "body"
+    location = [str(part) for part in error.get("loc", ())]
+    if location and location[0] in ("body", "query", "path", "header", "cookie"):
+        source, location = location[0], location[1:]
+        if source == "header":
+            location = ["-".join(w.capitalize() for w in p.split("-")) for p in location]
+    return ".".join(location) or "body"
+
+
+def _fix_hint(error: Any) -> str:
+    message = str(error.get("msg", "invalid value"))
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "required; send it"
+    if kind == "extra_forbidden":
+        return "unknown field; remove it (see the schema at /docs for the fields)"
+    if kind == "json_invalid":
+        return f"not valid JSON ({error.get('ctx', {}).get('error', message)})"
+    return message
+
+
+class ProblemFieldError(BaseModel):
+    field: str = Field(description="Dotted name of the request field at fault")
+    message: str = Field(description="What is wrong with it and how to fix it")
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details, with `field` naming the request field to fix."""
+
+    type: str = Field(description="Always about:blank: the status and title say what happened")
+    title: str = Field(description="Short summary of the problem kind")
+    status: int = Field(description="HTTP status code")
+    detail: str = Field(description="What went wrong with this request and how to fix it")
+    instance: str = Field(description="The request path")
+    field: str | None = Field(default=None, description="The request field at fault")
+    errors: list[ProblemFieldError] | None = Field(
+        default=None, description="Every invalid field, for request validation errors"
+    )
+
+    model_config = {"extra": "allow"}
+
+
+PROBLEM_EXAMPLES: dict[int, tuple[str, str, str | None]] = {
+    400: ("Bad Request", "the request body could not be parsed; send multipart/form-data", None),
+    401: ("Unauthorized", "send an API key as 'Authorization: Bearer dk_...'", None),
+    403: ("Forbidden", "registering server-side paths is turned off on this server", "path"),
+    404: ("dataset not found", "no dataset with id 'ds_0123456789abcdef0123'", None),
+    409: ("In use", "dataset 'ds_0123...' is used by queued or running job(s) job_...", None),
+    413: ("File too large", "the file is over the 536870912 byte limit", "file"),
+    415: ("Unsupported file type", "unsupported file type '.xlsx'; use one of: .csv, ...", "file"),
+    422: (
+        "Unusable table",
+        "label column 'lable' not found; columns are: question, sentence, label",
+        "label",
+    ),
+    500: ("Internal Server Error", "the server failed on this request; it has been logged", None),
+    503: ("Queue unavailable", "the job queue is not reachable; try again later", None),
+}
+
+
+def _problem_content(status: int) -> dict[str, Any]:
+    title, detail, field = PROBLEM_EXAMPLES.get(
+        status, (HTTPStatus(status).phrase, "what went wrong and how to fix it", None)
+    )
+    example: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": "/v1/...",
+    }
+    if field is not None:
+        example["field"] = field
+    return {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these statuses, each a problem+json body."""
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": _problem_content(status)}
+        for status in statuses
+    }
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI document say what the error handlers do, for every route:
+
+    - every 4xx/5xx response is problem+json with the Problem schema (FastAPI's own 422 entry
+      describes a JSON body these handlers never send);
+    - an operation on a path with an `{..._id}` parameter can answer 404 (no such id, or not
+      yours), and one with a request body can answer 400 (a body that does not parse at all).
+    """
+    schema = ProblemBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas["Problem"] = schema
+    for path, operations in openapi.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "_id}" in path and "404" not in responses:
+                responses["404"] = problem_responses(404)[404]
+            if "requestBody" in operation and "400" not in responses:
+                responses["400"] = problem_responses(400)[400]
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = _problem_content(int(status))
+                    if status == "422":
+                        response["description"] = "Invalid request: the field to fix is named"
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return openapi

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 import distillery
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
-from app.errors import install_error_handlers
+from app.deps import current_caller
+from app.errors import document_problems, install_error_handlers, problem_responses
 from app.queue import make_celery
 from app.routes import datasets, health, jobs, models
 from app.serving import PredictorCache
 from app.storage import LocalArtifactStore
+from app.uploads import FORM_OVERHEAD_BYTES, BodySizeLimit
 
 log = logging.getLogger("distillery.api")
 
@@ -34,12 +38,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.predictors = PredictorCache(settings.model_cache_size)
     install_error_handlers(app)
-    for router in (health.router, datasets.router, models.router, jobs.router):
-        app.include_router(router)
+    app.add_middleware(
+        BodySizeLimit, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    )
+    app.include_router(health.router)
+    # Every /v1 route needs a key when auth is on, including routes added later to these routers.
+    for router in (datasets.router, models.router, jobs.router):
+        app.include_router(
+            router, dependencies=[Depends(current_caller)], responses=problem_responses(401, 500)
+        )
+    install_openapi(app)
     log.info(
         "database %s, broker %s, artifacts %s",
         engine.url.get_backend_name(),
         settings.resolved_broker_url().split(":", 1)[0],
         settings.resolved_artifact_dir(),
     )
+    if settings.auth_enabled:
+        log.info("auth on: every /v1 request needs an API key")
+    else:
+        log.warning(
+            "AUTH IS OFF: anyone who can reach this server can read, change and delete every "
+            "dataset, model and job. Fine for a single user on localhost; elsewhere set "
+            "DISTILLERY_AUTH_ENABLED=true and make keys with `distillery keys create`."
+        )
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the Problem schema that every error response refers to."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

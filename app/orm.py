@@ -1,4 +1,8 @@
-"""SQLAlchemy 2 typed models: Dataset, Model, Job, JobEvent. The Job row is the source of truth."""
+"""SQLAlchemy 2 typed models: Dataset, Model, Job, JobEvent, ApiKey, IdempotencyRecord.
+
+The Job row is the source of truth. `owner` on datasets, models and jobs is the id of the API key
+that created the row (None when auth is off); a caller sees only its own rows unless it is admin.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
@@ -21,6 +35,13 @@ def utcnow() -> datetime:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def is_well_formed_id(prefix: str, value: str) -> bool:
+    """Whether `value` could be an id made by new_id(prefix): anything else is not looked up
+    (PostgreSQL refuses text with NUL bytes, for one)."""
+    head, _, tail = value.partition("_")
+    return head == prefix and len(tail) == 20 and all(c in "0123456789abcdef" for c in tail)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,6 +82,9 @@ class Dataset(Base):
     storage_key: Mapped[str] = mapped_column(String(512))
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Deleted rows stay (finished jobs still name them) but are gone from the API and the store.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Model(Base):
@@ -80,6 +104,8 @@ class Model(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Job(Base):
@@ -107,6 +133,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
 
     train_dataset: Mapped[Dataset] = relationship(foreign_keys=[train_dataset_id])
     tuning_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[tuning_dataset_id])
@@ -127,3 +154,39 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     job: Mapped[Job] = relationship(back_populates="events")
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of its secret is kept; the secret is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("key"))
+    name: Mapped[str] = mapped_column(String(255))
+    # The secret's first characters, so a listing can tell keys apart without revealing them.
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST sent with an Idempotency-Key, replayed to its retries."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (
+        UniqueConstraint("owner", "key", "endpoint", name="uq_idempotency_owner_key_endpoint"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The caller's key id, or "anonymous" with auth off (NULLs would not collide in the
+    # unique constraint).
+    owner: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(255))  # "POST /v1/jobs"
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # "in_flight" or "done"
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

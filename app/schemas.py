@@ -10,35 +10,164 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_PREDICT_ROWS = 1024
 
 
+DATASET_EXAMPLE: dict[str, Any] = {
+    "id": "ds_0123456789abcdef0123",
+    "name": "qnli-train",
+    "filename": "qnli-train.csv",
+    "format": "csv",
+    "row_count": 2000,
+    "columns": ["question", "sentence", "label"],
+    "text_columns": ["question", "sentence"],
+    "label_column": "label",
+    "problem_type": "binary",
+    "label_counts": {"entailment": 1004, "not_entailment": 996},
+    "size_bytes": 183220,
+    "created_at": "2026-11-29T10:00:00Z",
+}
+
+
 class DatasetOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [DATASET_EXAMPLE]})
+
     id: str
     name: str
     filename: str
-    format: str
+    format: Literal["csv", "tsv", "jsonl", "parquet"]
     row_count: int
     columns: list[str]
-    text_columns: list[str]
-    label_column: str | None
-    problem_type: str | None
-    label_counts: dict[str, int]
-    size_bytes: int
+    text_columns: list[str] = Field(description="Input columns, named at upload or inferred")
+    label_column: str | None = Field(description="null for an unlabelled table")
+    problem_type: Literal["binary", "multiclass", "regression"] | None
+    label_counts: dict[str, int] = Field(description="Rows per class (empty for regression)")
+    size_bytes: int = Field(description="Size as stored (Parquet)")
     created_at: datetime
+
+
+class ColumnDetail(BaseModel):
+    name: str
+    dtype: str = Field(description="Stored type: string, int64, double, bool, ...")
+    role: Literal["text", "label", "other"] = Field(
+        description="text: a model input; label: the target; other: not used"
+    )
+
+
+class DatasetDetail(DatasetOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **DATASET_EXAMPLE,
+                    "column_details": [
+                        {"name": "question", "dtype": "string", "role": "text"},
+                        {"name": "sentence", "dtype": "string", "role": "text"},
+                        {"name": "label", "dtype": "string", "role": "label"},
+                    ],
+                    "preview": [
+                        {
+                            "question": "What is the capital of France?",
+                            "sentence": "Paris is the capital of France.",
+                            "label": "entailment",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    column_details: list[ColumnDetail] = Field(description="Every column's type and role")
+    preview: list[dict[str, Any]] = Field(
+        description="The first rows (at most 5); text over 200 characters is cut, ending in '…'"
+    )
+
+
+class DatasetPage(BaseModel):
+    data: list[DatasetOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+
+
+class DatasetFromPath(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"path": "/data/shared/qnli/train.parquet", "label": "label"}]
+        },
+    )
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A file on the server, under one of DISTILLERY_ALLOWED_DATA_ROOTS",
+    )
+    name: str | None = Field(default=None, max_length=255)
+    label: str | None = Field(default=None, description="Label column (default: 'label')")
+    text_columns: list[str] | None = Field(
+        default=None, description="Text columns (default: inferred)"
+    )
+    encoding: str | None = Field(
+        default=None, max_length=64, description="Text encoding of CSV/TSV/JSONL (default: UTF-8)"
+    )
+    delimiter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1,
+        description="CSV delimiter (default: detected among , ; tab |)",
+    )
 
 
 class ModelOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "mdl_0123456789abcdef0123",
+                    "name": "distill-job_0123456789abcdef0123",
+                    "source": "job",
+                    "problem_type": "binary",
+                    "labels": ["entailment", "not_entailment"],
+                    "text_columns": ["question", "sentence"],
+                    "architecture": "BertForSequenceClassification",
+                    "num_parameters": 17_400_000,
+                    "size_bytes": 69_800_000,
+                    "job_id": "job_0123456789abcdef0123",
+                    "metrics": {"tuning": {"accuracy": 0.84, "f1": 0.84}},
+                    "lineage": {
+                        "job": "job_0123456789abcdef0123",
+                        "kind": "distill",
+                        "teacher_model": "mdl_3210fedcba9876543210",
+                        "train_dataset": "ds_0123456789abcdef0123",
+                        "tuning_dataset": "ds_3210fedcba9876543210",
+                        "backbone": "sentence-transformers/all-MiniLM-L6-v2",
+                        "hyperparameters": {"optimization.max_epochs": 2},
+                    },
+                    "created_at": "2026-11-29T10:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: str
     name: str
     source: Literal["upload", "job"]
-    problem_type: str
-    labels: list[str]
-    text_columns: list[str]
+    problem_type: Literal["binary", "multiclass", "regression"]
+    labels: list[str] = Field(
+        description="The label map: class names in output order (logit i is labels[i])"
+    )
+    text_columns: list[str] = Field(description="Input columns the model reads, in order")
     architecture: str
     num_parameters: int
-    size_bytes: int
-    job_id: str | None
+    size_bytes: int = Field(description="Size of the bundle on disk")
+    job_id: str | None = Field(description="The job that trained it (source: job)")
     metrics: dict[str, Any]
-    lineage: dict[str, Any]
+    lineage: dict[str, Any] = Field(
+        description="Where it came from: teacher, datasets, job, backbone, hyperparameters "
+        "(source: job); original filename (source: upload)"
+    )
     created_at: datetime
+
+
+class ModelPage(BaseModel):
+    data: list[ModelOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
 
 
 class JobCreate(BaseModel):
@@ -152,3 +281,6 @@ class Health(BaseModel):
     version: str
     database: str
     broker: str
+    auth: Literal["on", "off"] = Field(
+        description="off: no API keys, every caller sees everything (single-user default)"
+    )

@@ -34,3 +34,8 @@ class PredictorCache:
                     self._predictors.popitem(last=False)
                 self._loading.pop(model_id, None)
             return predictor
+
+    def evict(self, model_id: str) -> None:
+        """Forget a loaded model (it was deleted)."""
+        with self._lock:
+            self._predictors.pop(model_id, None)

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
-from app.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from app.deps import CallerDep, CeleryDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
+from app.errors import problem_responses
+from app.idempotency import fingerprint_json
 from app.orm import Job
 from app.schemas import JobCreate, JobError, JobOut
 from app.services.jobs import get_job, submit_job
@@ -36,19 +39,43 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-@router.post("", status_code=202, response_model=JobOut, operation_id="create_job")
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    operation_id="create_job",
+    responses=problem_responses(400, 404, 409, 413, 422, 503),
+)
 async def create_job(
     request: JobCreate,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
     celery: CeleryDep,
-) -> JobOut:
-    # Validation reads checkpoint configs and may read a table: keep it off the event loop.
-    job = await run_in_threadpool(submit_job, session, store, celery, settings.task_queue, request)
-    return job_out(job)
+    caller: CallerDep,
+    idempotency: IdempotencyDep,
+) -> JobOut | JSONResponse:
+    """Validate and queue a fine-tune or distill job; poll it with GET /v1/jobs/{id}."""
+
+    async def create() -> JobOut:
+        # Validation reads checkpoint configs and may read a table: keep it off the event loop.
+        job = await run_in_threadpool(
+            submit_job,
+            session,
+            store,
+            celery,
+            settings.task_queue,
+            request,
+            caller,
+            settings.allowed_data_roots,
+        )
+        return job_out(job)
+
+    return await idempotency.run(fingerprint_json(request), 202, create)
 
 
-@router.get("/{job_id}", response_model=JobOut, operation_id="get_job")
-def read_job(job_id: str, session: SessionDep) -> JobOut:
-    return job_out(get_job(session, job_id))
+@router.get(
+    "/{job_id}", response_model=JobOut, operation_id="get_job", responses=problem_responses(404)
+)
+def read_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return job_out(get_job(session, job_id, caller=caller))

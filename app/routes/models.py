@@ -1,19 +1,33 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.concurrency import run_in_threadpool
+import os
 
-from app.deps import PredictorsDep, SessionDep, SettingsDep, StoreDep
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.background import BackgroundTask
+
+from app.deps import CallerDep, IdempotencyDep, PredictorsDep, SessionDep, SettingsDep, StoreDep
+from app.errors import problem_responses
+from app.idempotency import fingerprint_upload
 from app.orm import Model
+from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import (
     EvaluateRequest,
     EvaluateResponse,
     ModelOut,
+    ModelPage,
     PredictRequest,
     PredictResponse,
 )
 from app.services.datasets import get_dataset
-from app.services.models import get_model, register_upload
+from app.services.models import (
+    bundle_archive,
+    delete_model,
+    get_model,
+    list_models,
+    register_upload,
+)
 from app.services.predict import evaluate_model, predict_rows
 from app.uploads import parse_name_list, read_capped
 
@@ -24,11 +38,19 @@ def model_out(model: Model) -> ModelOut:
     return ModelOut.model_validate(model, from_attributes=True)
 
 
-@router.post("", status_code=201, response_model=ModelOut, operation_id="create_model")
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    operation_id="create_model",
+    responses=problem_responses(400, 409, 413, 415, 422),
+)
 async def create_model(
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
+    caller: CallerDep,
+    idempotency: IdempotencyDep,
     file: UploadFile = File(description="Hugging Face checkpoint folder as .zip or .tar.gz"),
     text_columns: str = Form(description="Comma-separated input columns, e.g. question,sentence"),
     name: str | None = Form(default=None),
@@ -37,35 +59,124 @@ async def create_model(
         description="Comma-separated class names in output order "
         "(default: the checkpoint's id2label)",
     ),
-) -> ModelOut:
+) -> ModelOut | JSONResponse:
+    """Upload a checkpoint (config.json, *.safetensors, tokenizer files) as .zip or .tar.gz.
+
+    The archive is treated as hostile: links, paths leaving the archive, too many members, too
+    much unpacked data, zip bombs, pickled weights (.bin, .pt, .pkl: convert to safetensors) and
+    checkpoints that need their own code are refused; config, weights, tokenizer and label map
+    must load before the model is registered."""
     content = await read_capped(file, settings.max_upload_bytes)
-    model = await run_in_threadpool(
-        register_upload,
-        session,
-        store,
-        filename=file.filename or "checkpoint.zip",
-        content=content,
-        name=name,
-        text_columns=parse_name_list(text_columns) or [],
-        labels=parse_name_list(labels),
+    filename = file.filename or "checkpoint.zip"
+    form = {"filename": filename, "text_columns": text_columns, "name": name, "labels": labels}
+
+    async def create() -> ModelOut:
+        model = await run_in_threadpool(
+            register_upload,
+            session,
+            store,
+            filename=filename,
+            content=content,
+            name=name,
+            text_columns=parse_name_list(text_columns) or [],
+            labels=parse_name_list(labels),
+            owner=caller.owner,
+        )
+        return model_out(model)
+
+    return await idempotency.run(fingerprint_upload(content, form), 201, create)
+
+
+@router.get(
+    "", response_model=ModelPage, operation_id="list_models", responses=problem_responses(422)
+)
+def read_models(
+    session: SessionDep,
+    caller: CallerDep,
+    limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+) -> ModelPage:
+    """Your models (every owner's for an admin key), newest first: uploads and job results."""
+    models, next_cursor = list_models(session, caller, limit, cursor)
+    return ModelPage(data=[model_out(m) for m in models], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{model_id}",
+    response_model=ModelOut,
+    operation_id="get_model",
+    responses=problem_responses(404),
+)
+def read_model(model_id: str, session: SessionDep, caller: CallerDep) -> ModelOut:
+    """Architecture, parameter count, size, label map, metrics and lineage (teacher, datasets,
+    job, hyperparameters)."""
+    return model_out(get_model(session, model_id, caller=caller))
+
+
+@router.get(
+    "/{model_id}/download",
+    response_class=FileResponse,
+    operation_id="download_model",
+    responses={
+        200: {
+            "description": "The bundle folder as .tar.gz: a Hugging Face checkpoint (config, "
+            "safetensors, tokenizer) plus distillery.json",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problem_responses(404),
+    },
+)
+async def download_model(
+    model_id: str, session: SessionDep, store: StoreDep, caller: CallerDep
+) -> FileResponse:
+    """Download the model's bundle; `transformers` loads the unpacked folder as it is."""
+    model = get_model(session, model_id, caller=caller)
+    archive = await run_in_threadpool(bundle_archive, store, model)
+    return FileResponse(
+        archive,
+        media_type="application/gzip",
+        filename=f"{model.id}.tar.gz",
+        background=BackgroundTask(os.unlink, archive),
     )
-    return model_out(model)
 
 
-@router.get("/{model_id}", response_model=ModelOut, operation_id="get_model")
-def read_model(model_id: str, session: SessionDep) -> ModelOut:
-    return model_out(get_model(session, model_id))
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    response_class=Response,
+    operation_id="delete_model",
+    responses=problem_responses(404, 409),
+)
+def remove_model(
+    model_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    predictors: PredictorsDep,
+    caller: CallerDep,
+) -> Response:
+    """Delete the model and its bundle; 409 while a queued or running job uses it (as teacher
+    or as the student's starting checkpoint)."""
+    model = delete_model(session, store, model_id, caller)
+    predictors.evict(model.id)
+    return Response(status_code=204)
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse, operation_id="predict")
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    operation_id="predict",
+    responses=problem_responses(400, 404, 413, 422),
+)
 async def predict(
     model_id: str,
     request: PredictRequest,
     session: SessionDep,
     store: StoreDep,
     predictors: PredictorsDep,
+    caller: CallerDep,
 ) -> PredictResponse:
-    model = get_model(session, model_id)
+    """Predict classes (and, if asked, probabilities) or values for up to 1024 rows."""
+    model = get_model(session, model_id, caller=caller)
     predictor = await run_in_threadpool(predictors.get, model.id, store.path(model.storage_key))
     # Inference runs in a worker thread so the event loop keeps serving other requests.
     return await run_in_threadpool(
@@ -73,15 +184,22 @@ async def predict(
     )
 
 
-@router.post("/{model_id}/evaluate", response_model=EvaluateResponse, operation_id="evaluate")
+@router.post(
+    "/{model_id}/evaluate",
+    response_model=EvaluateResponse,
+    operation_id="evaluate",
+    responses=problem_responses(400, 404, 413, 422),
+)
 async def evaluate(
     model_id: str,
     request: EvaluateRequest,
     session: SessionDep,
     store: StoreDep,
     predictors: PredictorsDep,
+    caller: CallerDep,
 ) -> EvaluateResponse:
-    model = get_model(session, model_id)
-    dataset = get_dataset(session, request.dataset, "dataset")
+    """Score the model on one of your stored datasets (accuracy, F1, ROC AUC; or RMSE, R²)."""
+    model = get_model(session, model_id, caller=caller)
+    dataset = get_dataset(session, request.dataset, "dataset", caller=caller)
     predictor = await run_in_threadpool(predictors.get, model.id, store.path(model.storage_key))
     return await run_in_threadpool(evaluate_model, predictor, model, dataset, store, request.label)

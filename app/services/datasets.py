@@ -1,15 +1,42 @@
-"""Ingest uploaded tables: parse, validate, infer roles, store as Parquet, record a row."""
+"""Datasets: ingest uploaded or server-side tables (parse, validate, infer roles, store as
+Parquet, record a row), list, describe, and delete them."""
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.errors import not_found
-from app.orm import Dataset, new_id
+from app.auth import Caller
+from app.errors import Problem, not_found
+from app.orm import TERMINAL_STATUSES, Dataset, Job, is_well_formed_id, new_id, utcnow
+from app.pagination import paginate
+from app.schemas import ColumnDetail
 from app.storage import LocalArtifactStore, dataset_key
-from distillery.tables import describe_table, format_from_filename, read_table
+from distillery.tables import (
+    TableError,
+    describe_table,
+    detect_format,
+    read_table,
+    storable_frame,
+)
+
+PREVIEW_ROWS = 5
+PREVIEW_TEXT_CHARS = 200
+MAX_NAME_CHARS = 255
+
+
+def clean_name(raw: str | None, fallback: str) -> str:
+    """A display name: control characters dropped, at most 255 characters, never empty."""
+    text = "".join(c for c in (raw or "") if unicodedata.category(c) != "Cc").strip()
+    if not text:
+        text = "".join(c for c in fallback if unicodedata.category(c) != "Cc").strip() or "unnamed"
+    return text[:MAX_NAME_CHARS]
 
 
 def ingest_dataset(
@@ -21,16 +48,24 @@ def ingest_dataset(
     name: str | None,
     label: str | None,
     text_columns: list[str] | None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    owner: str | None,
 ) -> Dataset:
-    table_format = format_from_filename(filename)
-    frame = read_table(content, table_format)
+    filename = clean_name(Path(filename).name, "upload")
+    table_format = detect_format(filename, content, encoding)
+    frame = read_table(content, table_format, encoding=encoding, delimiter=delimiter)
     schema = describe_table(frame, label_column=label, text_columns=text_columns)
     dataset_id = new_id("ds")
     key = dataset_key(dataset_id)
-    size = store.write_table(key, frame)
+    try:
+        size = store.write_table(key, storable_frame(frame))
+    except Exception as exc:  # pyarrow's own errors: a column it cannot store
+        store.delete(key)
+        raise TableError(f"the table cannot be stored as Parquet: {exc}") from exc
     dataset = Dataset(
         id=dataset_id,
-        name=name or Path(filename).stem,
+        name=clean_name(name, Path(filename).stem),
         filename=filename,
         format=table_format,
         row_count=len(frame),
@@ -41,14 +76,131 @@ def ingest_dataset(
         label_counts=schema.label_counts,
         storage_key=key,
         size_bytes=size,
+        owner=owner,
     )
     session.add(dataset)
     session.commit()
     return dataset
 
 
-def get_dataset(session: Session, dataset_id: str, field: str | None = None) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+def read_server_file(roots: list[Path], raw_path: str, max_bytes: int) -> tuple[Path, bytes]:
+    """Read a table the server already has, only from under the configured roots."""
+    if not roots:
+        raise Problem(
+            403,
+            "Server paths disabled",
+            "this server does not register server-side files (DISTILLERY_ALLOWED_DATA_ROOTS "
+            "is empty); upload the file with POST /v1/datasets instead",
+            field="path",
+        )
+    if "\x00" in raw_path or not Path(raw_path).is_absolute():
+        raise Problem(
+            422, "Invalid path", "path must be an absolute path on the server", field="path"
+        )
+    # resolve() follows links, so a link under a root that points elsewhere is refused too.
+    resolved = Path(raw_path).resolve()
+    allowed = [root.resolve() for root in roots]
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        raise Problem(
+            403,
+            "Path not allowed",
+            f"'{raw_path}' is outside the folders this server may read "
+            f"({', '.join(str(root) for root in allowed)})",
+            field="path",
+        )
+    if not resolved.is_file():
+        raise Problem(422, "File not found", f"no file at '{raw_path}'", field="path")
+    size = resolved.stat().st_size
+    if size > max_bytes:
+        raise Problem(
+            413,
+            "File too large",
+            f"'{raw_path}' is {size} bytes, over the {max_bytes} byte limit",
+            field="path",
+        )
+    return resolved, resolved.read_bytes()
+
+
+def get_dataset(
+    session: Session, dataset_id: str, field: str | None = None, *, caller: Caller
+) -> Dataset:
+    """The dataset, if it exists, is not deleted and `caller` may see it; else 404 (someone
+    else's dataset is as absent as a missing one)."""
+    dataset = session.get(Dataset, dataset_id) if is_well_formed_id("ds", dataset_id) else None
+    if dataset is None or dataset.deleted_at is not None or not caller.can_see(dataset.owner):
         raise not_found("dataset", dataset_id, field)
     return dataset
+
+
+def list_datasets(
+    session: Session, caller: Caller, limit: int, cursor: str | None
+) -> tuple[list[Dataset], str | None]:
+    query = caller.visible(select(Dataset).where(Dataset.deleted_at.is_(None)), Dataset.owner)
+    return paginate(session, query, Dataset.created_at, Dataset.id, limit, cursor)
+
+
+def describe_stored(store: LocalArtifactStore, dataset: Dataset) -> dict[str, Any]:
+    """Column types and roles, and the first rows, read from the stored Parquet's footer and
+    first row group only."""
+    parquet = pq.ParquetFile(store.path(dataset.storage_key))
+    text_columns = set(dataset.text_columns)
+    details = [
+        ColumnDetail(
+            name=field.name,
+            dtype=str(field.type),
+            role="label"
+            if field.name == dataset.label_column
+            else "text"
+            if field.name in text_columns
+            else "other",
+        )
+        for field in parquet.schema_arrow
+    ]
+    first = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
+    rows: list[dict[str, Any]] = []
+    if first is not None:
+        # Through JSON so that NaN, timestamps and numpy scalars come out as plain JSON values.
+        rows = json.loads(
+            first.to_pandas().to_json(orient="records", date_format="iso", default_handler=str)
+        )
+    preview = [
+        {
+            column: value[:PREVIEW_TEXT_CHARS] + "…"
+            if isinstance(value, str) and len(value) > PREVIEW_TEXT_CHARS
+            else value
+            for column, value in row.items()
+        }
+        for row in rows
+    ]
+    return {"column_details": details, "preview": preview}
+
+
+def active_jobs_using(session: Session, *, dataset_id: str | None = None) -> list[str]:
+    """Ids of jobs not yet finished whose training or tuning data is this dataset."""
+    query = select(Job.id).where(
+        Job.status.not_in(TERMINAL_STATUSES),
+        or_(Job.train_dataset_id == dataset_id, Job.tuning_dataset_id == dataset_id),
+    )
+    return list(session.scalars(query))
+
+
+def delete_dataset(
+    session: Session, store: LocalArtifactStore, dataset_id: str, caller: Caller
+) -> None:
+    """Delete the dataset's table and hide its row; 409 while an unfinished job uses it.
+
+    The row stays (finished jobs still name it), marked deleted.
+    """
+    dataset = get_dataset(session, dataset_id, caller=caller)
+    users = active_jobs_using(session, dataset_id=dataset.id)
+    if users:
+        raise Problem(
+            409,
+            "Dataset in use",
+            f"dataset '{dataset.id}' is used by queued or running job(s) {', '.join(users)}; "
+            "cancel them or wait until they finish",
+            extra={"jobs": users},
+        )
+    dataset.deleted_at = utcnow()
+    session.commit()
+    store.delete(dataset.storage_key)

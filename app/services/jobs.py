@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from celery import Celery
 from sqlalchemy.orm import Session
 
+from app.auth import LOCAL_CALLER, Caller
 from app.errors import Problem, not_found
-from app.orm import Dataset, Job, JobEvent, utcnow
+from app.orm import Dataset, Job, JobEvent, is_well_formed_id, utcnow
 from app.queue import enqueue_job
 from app.schemas import JobCreate
 from app.services.datasets import get_dataset
@@ -47,9 +49,17 @@ def label_space(
 
 
 def submit_job(
-    session: Session, store: LocalArtifactStore, celery: Celery, queue: str, request: JobCreate
+    session: Session,
+    store: LocalArtifactStore,
+    celery: Celery,
+    queue: str,
+    request: JobCreate,
+    caller: Caller,
+    allowed_roots: list[Path] | None = None,
 ) -> Job:
-    train = get_dataset(session, request.train_dataset, "train_dataset")
+    """Validate and queue a job owned by `caller`, who must be able to see every dataset and
+    model it names (and, for a non-admin, every checkpoint folder must lie in `allowed_roots`)."""
+    train = get_dataset(session, request.train_dataset, "train_dataset", caller=caller)
     label = request.label or train.label_column
     if label is None:
         raise Problem(
@@ -64,7 +74,7 @@ def submit_job(
     problem_type, classes = label_space(store, train, label, text_columns)
 
     if request.tuning_dataset is not None:
-        tuning = get_dataset(session, request.tuning_dataset, "tuning_dataset")
+        tuning = get_dataset(session, request.tuning_dataset, "tuning_dataset", caller=caller)
         _check_columns(tuning, label, text_columns, "tuning_dataset")
 
     config = parse_hyperparameters(request.hyperparameters)
@@ -74,7 +84,7 @@ def submit_job(
             raise Problem(
                 422, "Teacher required", "a distill job needs teacher_model", field="teacher_model"
             )
-        teacher = get_model(session, request.teacher_model, "teacher_model")
+        teacher = get_model(session, request.teacher_model, "teacher_model", caller=caller)
         classification = "regression" not in (teacher.problem_type, problem_type)
         if classification and sorted(teacher.labels) != classes:
             raise Problem(
@@ -114,7 +124,7 @@ def submit_job(
             raise HyperparameterError(given[0], "distiller settings apply to distill jobs only")
 
     try:
-        backbone = resolve_backbone(session, store, config.checkpoint_name)
+        backbone = resolve_backbone(session, store, config.checkpoint_name, caller, allowed_roots)
         layer_count = encoder_layer_count(backbone)
     except (BackboneError, OSError, ValueError) as exc:
         raise HyperparameterError(CHECKPOINT_KEY, str(exc)) from None
@@ -137,6 +147,7 @@ def submit_job(
         label=label,
         text_columns=text_columns,
         hyperparameters=dict(request.hyperparameters),
+        owner=caller.owner,
     )
     session.add(job)
     session.flush()
@@ -159,8 +170,10 @@ def submit_job(
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
+def get_job(session: Session, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+    """The job, if `caller` may see it; else 404 (someone else's job is as absent as a missing
+    one). The default caller sees every job: routes must pass theirs."""
+    job = session.get(Job, job_id) if is_well_formed_id("job", job_id) else None
+    if job is None or not caller.can_see(job.owner):
         raise not_found("job", job_id)
     return job

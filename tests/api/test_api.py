@@ -250,6 +250,7 @@ def test_healthz_names_the_embedded_default(client: TestClient) -> None:
         "version": health["version"],
         "database": "sqlite",
         "broker": "sqla+sqlite",
+        "auth": "off",
     }
 
 
