@@ -157,9 +157,18 @@ def _gunzip_capped(content: bytes, target: Path) -> None:
                 if not chunk and not pending:
                     raise _unsafe("the gzip data is truncated", title="Unreadable archive")
                 written += len(chunk)
+                if written > limit == MAX_UNPACKED_BYTES:
+                    raise _unsafe(
+                        f"the archive unpacks to more than {limit} bytes, the most accepted",
+                        status=413,
+                        title="Archive too large",
+                    )
                 if written > limit:
-                    _check_totals(0, written, len(content))
-                    raise _unsafe(f"the archive unpacks to more than {limit} bytes")
+                    raise _unsafe(
+                        f"the archive unpacks to more than {limit} bytes from {len(content)}: "
+                        f"more than {MAX_COMPRESSION_RATIO} times its size, which checkpoints "
+                        "never are (a zip bomb?)"
+                    )
                 out.write(chunk)
             pending = decompressor.unused_data
             if not pending.startswith(GZIP_SIGNATURE):
