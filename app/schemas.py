@@ -257,19 +257,47 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mdl_0123456789abcdef0123",
+                    "predictions": ["entailment"],
+                    "probabilities": [{"entailment": 0.93, "not_entailment": 0.07}],
+                }
+            ]
+        }
+    )
+
     model: str
     predictions: list[str] | list[float]
     probabilities: list[dict[str, float]] | None = None
 
 
 class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"dataset": "ds_0123456789abcdef0123"}]},
+    )
 
     dataset: str
     label: str | None = Field(default=None, description="Label column; default: the dataset's")
 
 
 class EvaluateResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mdl_0123456789abcdef0123",
+                    "dataset": "ds_0123456789abcdef0123",
+                    "row_count": 1000,
+                    "metrics": {"accuracy": 0.84, "f1": 0.84, "roc_auc": 0.91},
+                }
+            ]
+        }
+    )
+
     model: str
     dataset: str
     row_count: int
@@ -277,6 +305,20 @@ class EvaluateResponse(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "version": "0.1.0",
+                    "database": "postgresql",
+                    "broker": "redis",
+                    "auth": "on",
+                }
+            ]
+        }
+    )
+
     status: Literal["ok"]
     version: str
     database: str

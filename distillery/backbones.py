@@ -101,6 +101,7 @@ def load_classifier(
     id2label: dict[int, str] | None = None,
     problem_type: str | None = None,
     layers: int | list[int] | None = None,
+    attn_implementation: str | None = None,
 ) -> Backbone:
     """Load a checkpoint with a classification head of `num_labels` outputs.
 
@@ -125,6 +126,7 @@ def load_classifier(
             trust_remote_code=False,
             use_safetensors=True,
             ignore_mismatched_sizes=True,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
     except (OSError, ValueError, KeyError) as exc:
         raise BackboneError(f"cannot load a classifier from {path}: {exc}") from exc

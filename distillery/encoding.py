@@ -33,6 +33,8 @@ def encode_rows(
     text_columns: Sequence[str],
     max_length: int,
 ) -> list[EncodedRow]:
+    if frame.empty:
+        return []
     texts, pairs = row_texts(frame, text_columns)
     encoded = tokenizer(
         texts,

@@ -16,6 +16,13 @@ from typing import Any
 DEFAULT_CHECKPOINT = "sentence-transformers/all-MiniLM-L6-v2"
 LR_SCHEDULES = ("linear_decay", "cosine_decay", "constant")
 SOFT_LABEL_LOSS_TYPES = ("kl", "cross_entropy", "mse")
+FEATURE_LOSS_TYPES = ("mse", "cosine")
+SOFTMAX_REGRESSION_LOSS_TYPES = ("mse", "cross_entropy")
+INTERMEDIATE_POOLING = ("mean", "cls", "tokens")
+TEACHER_MODES = ("auto", "cached", "online")
+VALIDATION_METRICS = ("accuracy", "f1", "f1_macro", "roc_auc", "log_loss", "rmse", "mae", "r2")
+# Checkpoint name that means "the distill job's own teacher" (to cut a student from it).
+TEACHER_CHECKPOINT = "teacher"
 
 
 class HyperparameterError(ValueError):
@@ -45,10 +52,42 @@ class TrainingConfig:
     batch_size: int = 16
     per_device_batch_size: int = 16
     seed: int = 0
+    validation_metric: str | None = None
     temperature: float = 5.0
     hard_label_weight: float = 0.1
     soft_label_weight: float = 1.0
     soft_label_loss_type: str = "kl"
+    output_feature_loss_type: str = "mse"
+    output_feature_loss_weight: float = 0.0
+    softmax_regression_loss_type: str = "mse"
+    softmax_regression_weight: float = 0.0
+    rkd_distance_loss_weight: float = 0.0
+    rkd_angle_loss_weight: float = 0.0
+    intermediate_loss_type: str = "mse"
+    intermediate_loss_weight: float = 0.0
+    # Teacher hidden-state index (1 = first layer) for each student layer; None maps uniformly.
+    intermediate_layer_map: list[int] | None = None
+    intermediate_pooling: str = "mean"
+    attention_loss_weight: float = 0.0
+    teacher_mode: str = "auto"
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        """Feature-level terms on the final layer (cacheable, like the logits)."""
+        return any(
+            weight > 0
+            for weight in (
+                self.output_feature_loss_weight,
+                self.softmax_regression_weight,
+                self.rkd_distance_loss_weight,
+                self.rkd_angle_loss_weight,
+            )
+        )
+
+    @property
+    def needs_online_teacher(self) -> bool:
+        """Intermediate-layer terms need the teacher's every layer for every batch."""
+        return self.intermediate_loss_weight > 0 or self.attention_loss_weight > 0
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -103,6 +142,32 @@ def _non_empty_string(value: Any) -> str:
     return value.strip()
 
 
+def _optional_one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value is None else _one_of(choices)(value)
+
+    return check
+
+
+def _soft_label_loss_type(value: Any) -> str:
+    # AutoMM's "" means "pick by problem type"; ours picks KL (MSE for regression, in the loss).
+    return "kl" if value == "" else _one_of(SOFT_LABEL_LOSS_TYPES)(value)
+
+
+def _teacher_layer_list(value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in value)
+    ):
+        raise ValueError(
+            "must be a list with one teacher layer (1 = first) per student layer, e.g. [2, 4, 6]"
+        )
+    return list(value)
+
+
 def _layers(value: Any) -> int | list[int] | None:
     if value is None:
         return None
@@ -135,11 +200,31 @@ _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "distiller.temperature": ("temperature", _number(0.0, 1000.0, low_open=True)),
     "distiller.hard_label_weight": ("hard_label_weight", _number(0.0, 1000.0)),
     "distiller.soft_label_weight": ("soft_label_weight", _number(0.0, 1000.0)),
-    "distiller.soft_label_loss_type": ("soft_label_loss_type", _one_of(SOFT_LABEL_LOSS_TYPES)),
+    "distiller.soft_label_loss_type": ("soft_label_loss_type", _soft_label_loss_type),
+    "distiller.output_feature_loss_type": ("output_feature_loss_type", _one_of(FEATURE_LOSS_TYPES)),
+    "distiller.output_feature_loss_weight": ("output_feature_loss_weight", _number(0.0, 1000.0)),
+    "distiller.softmax_regression_loss_type": (
+        "softmax_regression_loss_type",
+        _one_of(SOFTMAX_REGRESSION_LOSS_TYPES),
+    ),
+    "distiller.softmax_regression_weight": ("softmax_regression_weight", _number(0.0, 1000.0)),
+    "distiller.rkd_distance_loss_weight": ("rkd_distance_loss_weight", _number(0.0, 1000.0)),
+    "distiller.rkd_angle_loss_weight": ("rkd_angle_loss_weight", _number(0.0, 1000.0)),
+    "distiller.intermediate_loss_type": ("intermediate_loss_type", _one_of(FEATURE_LOSS_TYPES)),
+    "distiller.intermediate_loss_weight": ("intermediate_loss_weight", _number(0.0, 1000.0)),
+    "distiller.intermediate_layer_map": ("intermediate_layer_map", _teacher_layer_list),
+    "distiller.intermediate_pooling": ("intermediate_pooling", _one_of(INTERMEDIATE_POOLING)),
+    "distiller.attention_loss_weight": ("attention_loss_weight", _number(0.0, 1000.0)),
+    "distiller.teacher_mode": ("teacher_mode", _one_of(TEACHER_MODES)),
+    "optimization.validation_metric": (
+        "validation_metric",
+        _optional_one_of(VALIDATION_METRICS),
+    ),
 }
 for _key in [k for k in _SPECS if k.startswith("optimization.")]:
     _SPECS["optim." + _key.removeprefix("optimization.")] = _SPECS[_key]
 _SPECS["optim.lr"] = _SPECS["optimization.learning_rate"]
+_SPECS["distiller.softmax_regression_loss_weight"] = _SPECS["distiller.softmax_regression_weight"]
 
 KNOWN_KEYS: tuple[str, ...] = tuple(sorted(_SPECS))
 DISTILLER_KEYS: tuple[str, ...] = tuple(k for k in KNOWN_KEYS if k.startswith("distiller."))
@@ -169,6 +254,11 @@ def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> Training
             raise HyperparameterError(key, str(exc)) from None
         given_as[field_name] = key
     config = TrainingConfig(**values)
+    if config.teacher_mode == "cached" and config.needs_online_teacher:
+        raise HyperparameterError(
+            "distiller.teacher_mode",
+            "intermediate-layer and attention losses need the teacher online; use auto or online",
+        )
     if config.per_device_batch_size > config.batch_size:
         raise HyperparameterError(
             "env.per_gpu_batch_size",
@@ -179,7 +269,8 @@ def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> Training
 
 def config_to_hyperparameters(config: TrainingConfig) -> dict[str, Any]:
     """The full resolved config, spelled with canonical keys (for job records and metadata)."""
-    canonical = {
-        field_name: key for key, (field_name, _) in _SPECS.items() if not key.startswith("optim.")
-    }
+    # The first spelling registered for a field is its canonical one (aliases come later).
+    canonical: dict[str, str] = {}
+    for key, (field_name, _) in _SPECS.items():
+        canonical.setdefault(field_name, key)
     return {canonical[f.name]: getattr(config, f.name) for f in fields(config)}

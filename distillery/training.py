@@ -2,8 +2,7 @@
 
 Written out top to bottom on purpose (see shared/ARCHITECTURE.md): every knob of the loop is
 visible here, and callers hook in through `TrainingCallbacks` for progress, cancellation and
-logging. The teacher's outputs on the training rows are computed once before the first step, in
-the teacher's own tokenization, and reused every epoch.
+logging. What distillation adds to the loss lives in distillery/distill.py.
 """
 
 from __future__ import annotations
@@ -21,18 +20,26 @@ import torch
 
 from distillery.backbones import Backbone, load_classifier
 from distillery.checkpoints import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
-from distillery.encoding import collate, encode_rows
-from distillery.hyperparams import TrainingConfig
+from distillery.distill import (
+    DistillationObjective,
+    TeacherRun,
+    teacher_outputs_for,
+)
+from distillery.encoding import EncodedRow, collate, encode_rows
+from distillery.hyperparams import HyperparameterError, TrainingConfig
 from distillery.inference import compute_outputs, softmax
 from distillery.losses import hard_label_loss, soft_label_loss
 from distillery.metrics import SELECTION_METRIC, classification_metrics, regression_metrics
 from distillery.predictor import Predictor, label_ids
+from distillery.teacher_cache import TeacherCache, TeacherOutputs
 
 # With no tuning table, this share of the training rows is held out to pick the best checkpoint
 # and stop early, as AutoMM does.
 HOLDOUT_FRACTION = 0.1
 MIN_ROWS_FOR_HOLDOUT = 10
 LOG_EVERY_STEPS = 10
+# Target of unlabelled rows in a transfer set: cross-entropy skips it, and so do we.
+IGNORED_LABEL = -100
 
 
 class TrainingCancelled(Exception):
@@ -67,6 +74,8 @@ class TrainingData:
     problem_type: str
     # Class names in output order; for a distill job this is the teacher's order.
     labels: list[str]
+    # A transfer set: rows without labels that learn from the teacher only (distill jobs).
+    unlabeled: pd.DataFrame | None = None
 
 
 @dataclass
@@ -116,6 +125,33 @@ def evaluate_outputs(outputs: np.ndarray, targets: torch.Tensor, problem_type: s
     return classification_metrics(targets.numpy(), softmax(outputs))
 
 
+def agreement_terms(
+    student_outputs: np.ndarray,
+    teacher_outputs: np.ndarray,
+    config: TrainingConfig,
+    problem_type: str,
+) -> dict[str, float]:
+    """How close the student is to its teacher on the tuning rows."""
+    student = torch.from_numpy(student_outputs)
+    teacher = torch.from_numpy(teacher_outputs)
+    values = {
+        "soft_loss": float(
+            soft_label_loss(
+                student,
+                teacher,
+                problem_type=problem_type,
+                temperature=config.temperature,
+                loss_type=config.soft_label_loss_type,
+            )
+        )
+    }
+    if problem_type != "regression":
+        values["teacher_agreement"] = float(
+            (student_outputs.argmax(axis=1) == teacher_outputs.argmax(axis=1)).mean()
+        )
+    return values
+
+
 def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -144,12 +180,38 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
     )
 
 
+def selection_metric(config: TrainingConfig, problem_type: str) -> tuple[str, bool]:
+    """The tuning metric that picks the best checkpoint, and whether higher is better."""
+    if config.validation_metric is None:
+        return SELECTION_METRIC[problem_type]
+    applicable = {
+        "binary": ("accuracy", "f1", "roc_auc", "log_loss"),
+        "multiclass": ("accuracy", "f1_macro", "log_loss"),
+        "regression": ("rmse", "mae", "r2"),
+    }[problem_type]
+    if config.validation_metric not in applicable:
+        raise HyperparameterError(
+            "optimization.validation_metric",
+            f"{config.validation_metric} does not apply to {problem_type} problems; "
+            f"use one of {', '.join(applicable)}",
+        )
+    return config.validation_metric, config.validation_metric not in ("log_loss", "rmse", "mae")
+
+
+def unlabeled_targets(count: int, problem_type: str) -> torch.Tensor:
+    if problem_type == "regression":
+        return torch.full((count,), float("nan"))
+    return torch.full((count,), IGNORED_LABEL, dtype=torch.long)
+
+
 def train(
     config: TrainingConfig,
     data: TrainingData,
     backbone_path: Path,
     *,
     teacher: Predictor | None = None,
+    teacher_cache: TeacherCache | None = None,
+    teacher_fingerprint: str | None = None,
     callbacks: TrainingCallbacks | None = None,
     device: torch.device | None = None,
     checkpoints: CheckpointPolicy | None = None,
@@ -157,48 +219,113 @@ def train(
     """Fine-tune (no teacher) or distill (with a teacher) a classifier; return the best one.
 
     The best checkpoint is chosen on the tuning table (or a holdout of the training rows) by
-    accuracy, or RMSE for regression, and training stops after `config.patience` validations
-    without improvement. With `checkpoints`, an earlier run's saved state in that folder is
-    resumed, and the resumed run ends with the same weights an uninterrupted one would have.
+    `optimization.validation_metric` (accuracy, or RMSE for regression, by default), and
+    training stops after `config.patience` validations without improvement. With `checkpoints`,
+    an earlier run's saved state in that folder is resumed, and the resumed run ends with the
+    same weights an uninterrupted one would have.
+
+    Distillation: the teacher's outputs on the training, unlabelled and tuning rows come from
+    `teacher_cache` when it has them (keyed by `teacher_fingerprint` and the rows), else are
+    computed once and stored; the teacher runs on every batch only for intermediate-layer
+    losses (or `distiller.teacher_mode=online`). Unlabelled rows add every loss but the hard one.
     """
     callbacks = callbacks or TrainingCallbacks()
     device = device or pick_device()
     seed_everything(config.seed)
     started = time.perf_counter()
+    metric_name, higher_is_better = selection_metric(config, data.problem_type)
+    if data.unlabeled is not None and teacher is None:
+        raise HyperparameterError(
+            "unlabeled_dataset", "unlabelled rows teach only through a teacher: use a distill job"
+        )
 
     train_frame, tuning_frame = data.train, data.tuning
     if tuning_frame is None:
         train_frame, tuning_frame = split_holdout(train_frame, config.seed)
+    unlabeled_frame = data.unlabeled if data.unlabeled is not None else train_frame.iloc[:0]
 
     num_outputs = 1 if data.problem_type == "regression" else len(data.labels)
     id2label = dict(enumerate(data.labels)) if data.labels else None
+    attention_maps = teacher is not None and config.attention_loss_weight > 0
     student = load_classifier(
         backbone_path,
         num_labels=num_outputs,
         id2label=id2label,
         problem_type=data.problem_type,
         layers=config.layers,
+        # The fused attention kernels return no attention maps.
+        attn_implementation="eager" if attention_maps else None,
     )
     model = student.model.to(device)
     pad_id = student.tokenizer.pad_token_id or 0
 
-    train_rows = encode_rows(student.tokenizer, train_frame, data.text_columns, config.max_text_len)
-    train_targets = targets_tensor(train_frame, data)
-    tuning_rows = (
-        encode_rows(student.tokenizer, tuning_frame, data.text_columns, config.max_text_len)
-        if tuning_frame is not None
-        else None
+    def encode(frame: pd.DataFrame) -> list[EncodedRow]:
+        return encode_rows(student.tokenizer, frame, data.text_columns, config.max_text_len)
+
+    # Labelled rows first, then unlabelled ones (their targets are ignored by the hard loss).
+    train_rows = encode(train_frame) + encode(unlabeled_frame)
+    train_targets = torch.cat(
+        [
+            targets_tensor(train_frame, data),
+            unlabeled_targets(len(unlabeled_frame), data.problem_type),
+        ]
     )
+    labeled = torch.arange(len(train_rows)) < len(train_frame)
+    tuning_rows = encode(tuning_frame) if tuning_frame is not None else None
     tuning_targets = targets_tensor(tuning_frame, data) if tuning_frame is not None else None
 
-    teacher_outputs: torch.Tensor | None = None
-    teacher_seconds = 0.0
+    objective: DistillationObjective | None = None
+    teacher_logits = teacher_features = tuning_teacher_logits = None
+    info: dict[str, Any] = {}
     if teacher is not None:
-        teacher_started = time.perf_counter()
         teacher.model.to(device)
-        teacher.device = str(device)
-        teacher_outputs = torch.from_numpy(teacher.raw_outputs(train_frame))
-        teacher_seconds = time.perf_counter() - teacher_started
+        if attention_maps:
+            teacher.model.set_attn_implementation("eager")
+        online = config.teacher_mode == "online" or config.needs_online_teacher
+        teacher_rows = None
+        runs: list[TeacherRun] = []
+
+        def outputs_for(frame: pd.DataFrame) -> TeacherOutputs:
+            run = teacher_outputs_for(
+                teacher,
+                frame,
+                data.text_columns,
+                need_features=config.needs_teacher_features,
+                cache=teacher_cache,
+                teacher_fingerprint=teacher_fingerprint,
+                batch_size=config.per_device_batch_size * 2,
+                device=device,
+            )
+            runs.append(run)
+            return run.outputs
+
+        if online:
+            all_rows = pd.concat([train_frame, unlabeled_frame], ignore_index=True)
+            teacher_rows = encode_rows(
+                teacher.tokenizer, all_rows, data.text_columns, teacher.metadata.max_text_len
+            )
+        else:
+            train_outputs = outputs_for(train_frame)
+            unlabeled_outputs = outputs_for(unlabeled_frame) if len(unlabeled_frame) else None
+            parts = [train_outputs] + ([unlabeled_outputs] if unlabeled_outputs else [])
+            teacher_logits = torch.cat([part.logits for part in parts])
+            if config.needs_teacher_features:
+                teacher_features = torch.cat([part.features for part in parts])  # type: ignore[misc]
+        if tuning_frame is not None:
+            tuning_teacher_logits = outputs_for(tuning_frame).logits.numpy()
+        objective = DistillationObjective(
+            config, data.problem_type, model, teacher, train_rows, teacher_rows
+        ).to(device)
+        info.update(
+            {
+                "teacher_mode": "online" if online else "cached",
+                "teacher_outputs": [run.source for run in runs],
+                "teacher_inference_seconds": round(sum(run.seconds for run in runs), 3),
+                "unlabeled_rows": len(unlabeled_frame),
+            }
+        )
+        if objective.layer_map:
+            info["intermediate_layer_map"] = objective.layer_map
 
     micro_batch = config.per_device_batch_size
     accumulation = config.gradient_accumulation_steps
@@ -209,29 +336,31 @@ def train(
     warmup_steps = int(config.warmup_fraction * total_steps)
     validate_every = max(1, round(steps_per_epoch * config.val_check_interval))
 
-    optimizer = make_optimizer(model, config)
+    # The adaptors train with the student and are checkpointed with it.
+    trainable = torch.nn.ModuleDict({"student": model})
+    if objective is not None:
+        trainable["objective"] = objective
+    optimizer = make_optimizer(trainable, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, total_steps, warmup_steps, config.lr_schedule)
     )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    metric_name, higher_is_better = SELECTION_METRIC[data.problem_type]
-
-    info: dict[str, Any] = {
+    info = {
         "device": str(device),
+        "mixed_precision": "bf16" if use_bf16 else "fp32",
         "train_rows": len(train_rows),
         "tuning_rows": len(tuning_rows) if tuning_rows is not None else 0,
         "tuning_source": "tuning_dataset" if data.tuning is not None else "holdout",
         "total_steps": total_steps,
         "steps_per_epoch": steps_per_epoch,
-        "teacher_mode": "precomputed" if teacher is not None else None,
-        "teacher_inference_seconds": round(teacher_seconds, 3),
         "selection_metric": metric_name,
+        **info,
     }
 
     loop = LoopState()
     best_state: dict[str, torch.Tensor] | None = None
     if checkpoints is not None and has_checkpoint(checkpoints.folder):
-        loop, best_state = load_checkpoint(checkpoints.folder, model, optimizer, scheduler)
+        loop, best_state = load_checkpoint(checkpoints.folder, trainable, optimizer, scheduler)
         info["resumed_from_step"] = loop.step
         model.to(device)
     callbacks.on_start(total_steps, info)
@@ -245,6 +374,10 @@ def train(
             model, tuning_rows, batch_size=micro_batch * 2, pad_token_id=pad_id, device=device
         )
         values = evaluate_outputs(outputs, tuning_targets, data.problem_type)
+        if tuning_teacher_logits is not None:
+            values.update(
+                agreement_terms(outputs, tuning_teacher_logits, config, data.problem_type)
+            )
         loop.history.append({"kind": "validation", "step": step, "epoch": epoch, **values})
         callbacks.on_validation(step, epoch, values)
         score = values[metric_name]
@@ -264,7 +397,7 @@ def train(
             return
         loop.epoch_index, loop.next_micro_index = epoch_index, next_micro_index
         loop.epoch_generator_state = generator_state
-        save_checkpoint(checkpoints.folder, model, optimizer, scheduler, loop, best_state)
+        save_checkpoint(checkpoints.folder, trainable, optimizer, scheduler, loop, best_state)
         callbacks.on_checkpoint(loop.step, epoch_index + next_micro_index / micro_batches_per_epoch)
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -273,7 +406,7 @@ def train(
     first_epoch, skip_micro_batches = loop.epoch_index, loop.next_micro_index
     rows_this_run, run_started = 0, time.perf_counter()
     running: dict[str, float] = {}
-    running_count = 0
+    running_counts: dict[str, int] = {}
     stop = loop.step >= total_steps
     model.train()
     for epoch_index in range(first_epoch, max_epochs):
@@ -288,33 +421,55 @@ def train(
             batch = collate([train_rows[i] for i in positions], pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             targets = train_targets[positions].to(device)
+            has_label = labeled[positions].to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                outputs = model(**batch).logits.float()
-            hard = hard_label_loss(outputs, targets, data.problem_type)
-            terms = {"hard_loss": hard}
-            if teacher_outputs is not None:
-                soft = soft_label_loss(
-                    outputs,
-                    teacher_outputs[positions].to(device),
-                    problem_type=data.problem_type,
-                    temperature=config.temperature,
-                    loss_type=config.soft_label_loss_type,
+                teacher_batch = (
+                    objective.teacher_forward(positions, device)
+                    if objective is not None and objective.online
+                    else None
                 )
-                terms["soft_loss"] = soft
-                loss = config.hard_label_weight * hard + config.soft_label_weight * soft
+                output = model(**batch, **(objective.student_forward_kwargs() if objective else {}))
+            outputs = output.logits.float()
+            terms: dict[str, torch.Tensor] = {}
+            if has_label.any():
+                terms["hard_loss"] = hard_label_loss(
+                    outputs[has_label], targets[has_label], data.problem_type
+                )
+            if objective is not None:
+                if teacher_batch is not None:
+                    batch_teacher_logits = teacher_batch.output.logits.float()
+                    batch_teacher_features = teacher_batch.output.hidden_states[-1][:, 0].float()
+                else:
+                    assert teacher_logits is not None
+                    batch_teacher_logits = teacher_logits[positions].to(device)
+                    batch_teacher_features = (
+                        teacher_features[positions].to(device)
+                        if teacher_features is not None
+                        else None
+                    )
+                terms.update(
+                    objective.loss_terms(
+                        output,
+                        batch["attention_mask"],
+                        batch_teacher_logits,
+                        batch_teacher_features,
+                        teacher_batch,
+                    )
+                )
+                loss = objective.weighted_total(terms)
             else:
-                loss = hard
+                loss = terms["hard_loss"]
             (loss / accumulation).backward()
             for name, value in {"loss": loss, **terms}.items():
                 running[name] = running.get(name, 0.0) + float(value.detach())
-            running_count += 1
+                running_counts[name] = running_counts.get(name, 0) + 1
             rows_this_run += len(positions)
 
             last_in_epoch = micro_index == len(micro_batches) - 1
             if (micro_index + 1) % accumulation != 0 and not last_in_epoch:
                 continue
             if config.gradient_clip_val > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.gradient_clip_val)
+                torch.nn.utils.clip_grad_norm_(trainable.parameters(), config.gradient_clip_val)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -323,12 +478,12 @@ def train(
             epoch = round(epoch_index + (micro_index + 1) / len(micro_batches), 4)
 
             if step % LOG_EVERY_STEPS == 0 or step == total_steps:
-                values = {k: v / running_count for k, v in running.items()}
+                values = {k: v / running_counts[k] for k, v in running.items()}
                 values["learning_rate"] = scheduler.get_last_lr()[0]
                 values["rows_per_second"] = rows_this_run / (time.perf_counter() - run_started)
                 loop.history.append({"kind": "train", "step": step, "epoch": epoch, **values})
                 callbacks.on_log(step, total_steps, epoch, values)
-                running, running_count = {}, 0
+                running, running_counts = {}, {}
             if callbacks.should_stop():
                 raise TrainingCancelled(f"cancelled at step {step}")
             if (step % validate_every == 0 or last_in_epoch or step == total_steps) and validate(

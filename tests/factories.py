@@ -55,3 +55,29 @@ def save_tiny_bert(folder: Path, *, layers: int, hidden: int = 32, heads: int = 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_mpnet(folder: Path, *, layers: int = 2, hidden: int = 48, heads: int = 4) -> Path:
+    """A randomly initialised MPNet with its own tokenizer (other special tokens, other ids)."""
+    from transformers import MPNetConfig, MPNetForSequenceClassification, MPNetTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
+    words = [t for t in tiny_vocabulary() if not t.startswith("[")]
+    vocabulary = {token: index for index, token in enumerate(specials + sorted(words))}
+    tokenizer = MPNetTokenizerFast(vocab=vocabulary, do_lower_case=True)
+    config = MPNetConfig(
+        vocab_size=len(vocabulary),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=80,
+        pad_token_id=vocabulary["<pad>"],
+        bos_token_id=vocabulary["<s>"],
+        eos_token_id=vocabulary["</s>"],
+        num_labels=2,
+    )
+    MPNetForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

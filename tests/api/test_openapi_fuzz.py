@@ -147,5 +147,15 @@ def test_every_operation_is_documented_with_examples_and_problems(
         "healthz",
     } <= operation_ids
     schemas = document["components"]["schemas"]
-    for name in ("DatasetDetail", "ModelOut", "JobCreate", "PredictRequest"):
+    for name in (
+        "DatasetDetail",
+        "DatasetFromPath",
+        "ModelOut",
+        "JobCreate",
+        "PredictRequest",
+        "PredictResponse",
+        "EvaluateRequest",
+        "EvaluateResponse",
+        "Health",
+    ):
         assert schemas[name].get("examples"), name

@@ -73,5 +73,5 @@ def test_unreadable_files(content: bytes, table_format: str, message: str) -> No
 
 
 def test_unknown_suffix() -> None:
-    with pytest.raises(TableError, match="unsupported file type '.xlsx'"):
+    with pytest.raises(TableError, match=r"unsupported file type '\.xlsx'"):
         format_from_filename("data.xlsx")

@@ -71,7 +71,8 @@ def test_distill_records_soft_loss(trained_teacher: Path, tiny_student_dir: Path
     result = train(config, qnli_data(), tiny_student_dir, teacher=Predictor(trained_teacher))
     logged = [entry for entry in result.history if entry["kind"] == "train"]
     assert all("soft_loss" in entry and "hard_loss" in entry for entry in logged)
-    assert result.info["teacher_mode"] == "precomputed"
+    assert result.info["teacher_mode"] == "cached"
+    assert result.info["teacher_outputs"] == ["computed", "computed"]  # train, tuning; no cache
     assert logged[-1]["soft_loss"] < logged[0]["soft_loss"]
 
 
@@ -127,16 +128,27 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(
 
     policy = CheckpointPolicy(folder=tmp_path / "checkpoint", every_steps=3)
     with pytest.raises(RuntimeError, match="worker lost after step 3"):
-        train(config, data, tiny_student_dir, checkpoints=policy,
-              callbacks=CrashAfterCheckpoints(crash_after=1))
+        train(
+            config,
+            data,
+            tiny_student_dir,
+            checkpoints=policy,
+            callbacks=CrashAfterCheckpoints(crash_after=1),
+        )
     with pytest.raises(RuntimeError, match="worker lost after step 6"):
-        train(config, data, tiny_student_dir, checkpoints=policy,
-              callbacks=CrashAfterCheckpoints(crash_after=2))
+        train(
+            config,
+            data,
+            tiny_student_dir,
+            checkpoints=policy,
+            callbacks=CrashAfterCheckpoints(crash_after=2),
+        )
     resumed = train(config, data, tiny_student_dir, checkpoints=policy)
 
     assert resumed.info["resumed_from_step"] == 6
     assert resumed.best_step == uninterrupted.best_step
     assert resumed.tuning_metrics == uninterrupted.tuning_metrics
-    for a, b in zip(resumed.backbone.model.parameters(),
-                    uninterrupted.backbone.model.parameters(), strict=True):
+    for a, b in zip(
+        resumed.backbone.model.parameters(), uninterrupted.backbone.model.parameters(), strict=True
+    ):
         assert torch.equal(a, b)
