@@ -12,6 +12,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# The CPU wheel by default; the GPU worker's image passes a CUDA wheel index instead.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
@@ -19,7 +22,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # several GiB of CUDA libraries that this service never uses. Being its own
 # layer, it stays cached while the application code changes.
 RUN pip install --upgrade pip \
- && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+ && pip install --index-url "$TORCH_INDEX" torch==2.13.0
 
 WORKDIR /src
 COPY pyproject.toml README.md ./

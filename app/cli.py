@@ -1,4 +1,4 @@
-"""`distillery` command: run the service's processes (serve, worker, migrate).
+"""`distillery` command: run the service's processes (serve, worker, reaper, migrate).
 
 Each subcommand reads the same DISTILLERY_* settings as the service, so one environment
 configures every process of a deployment.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +19,10 @@ def migrate() -> None:
     from alembic import command
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
+    # The checkout's (or the image's working directory's) alembic.ini; the package may be
+    # installed elsewhere.
+    ini = Path.cwd() / "alembic.ini"
+    config = Config(str(ini if ini.is_file() else ROOT / "alembic.ini"))
     command.upgrade(config, "head")
 
 
@@ -28,13 +32,39 @@ def serve(host: str, port: int) -> None:
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
 
 
+def has_cuda() -> bool:
+    """Ask a throwaway process, so this (the worker's parent) never initialises CUDA."""
+    probe = "import torch; print(torch.cuda.is_available())"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return result.stdout.strip() == "True"
+
+
 def worker(concurrency: int, queues: str | None) -> None:
+    from app.config import get_settings
+    from app.queue import worker_queues
     from worker.celery_app import celery
 
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={concurrency}"]
-    if queues:
-        argv.append(f"--queues={queues}")
-    celery.worker_main(argv)
+    chosen = queues or ",".join(worker_queues(get_settings().task_queue, has_cuda()))
+    celery.worker_main(
+        ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", f"--queues={chosen}"]
+    )
+
+
+def reaper() -> None:
+    """Run the reaper alone (workers run one too; running several is safe)."""
+    import logging
+
+    from app.config import get_settings
+    from app.db import make_engine, make_session_factory
+    from worker.celery_app import celery
+    from worker.reaper import ReaperThread
+
+    logging.basicConfig(level=logging.INFO)
+    settings = get_settings()
+    thread = ReaperThread(
+        make_session_factory(make_engine(settings.resolved_database_url())), celery, settings
+    )
+    thread.run()
 
 
 def keys(args: argparse.Namespace) -> None:
@@ -76,7 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, default=8000)
     worker_parser = commands.add_parser("worker", help="run a Celery worker for training jobs")
     worker_parser.add_argument("--concurrency", type=int, default=1)
-    worker_parser.add_argument("--queues", default=None)
+    worker_parser.add_argument(
+        "--queues",
+        default=None,
+        help="default: the GPU or CPU queue (as this machine has) plus the shared one",
+    )
+    commands.add_parser("reaper", help="re-queue or fail jobs whose worker is gone")
     keys_parser = commands.add_parser("keys", help="create, revoke or list API keys")
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create_parser = key_commands.add_parser("create", help="make a key; prints its secret once")
@@ -94,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         serve(args.host, args.port)
     elif args.command == "keys":
         keys(args)
+    elif args.command == "reaper":
+        reaper()
     else:
         worker(args.concurrency, args.queues)
 

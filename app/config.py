@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     # Loaded models kept in memory by the predict endpoint.
     model_cache_size: int = 4
 
+    # Job lifecycle (worker and reaper).
+    max_attempts: int = 3
+    heartbeat_seconds: float = 10.0
+    # A running job whose heartbeat is older than this lost its worker.
+    heartbeat_timeout_seconds: float = 120.0
+    reaper_interval_seconds: float = 30.0
+    # A queued job not claimed for this long has its message sent again (Redis without
+    # persistence loses messages on restart); a duplicate is harmless, claims are atomic.
+    requeue_after_seconds: float = 600.0
+    # Hard limit on one attempt; the soft limit a minute earlier ends it as failed/timeout.
+    job_time_limit_seconds: int = 24 * 3600
+    checkpoint_every_steps: int = 200
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'distillery.db').resolve()}"
 

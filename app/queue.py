@@ -45,8 +45,21 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
+        # A runaway job ends: the soft limit raises inside the task (recorded as failed/timeout),
+        # the hard limit a minute later kills the child process if it did not stop.
+        task_soft_time_limit=max(1, settings.job_time_limit_seconds - 60),
+        task_time_limit=settings.job_time_limit_seconds,
     )
     return celery
+
+
+def queue_for(base_queue: str, accelerator: str) -> str:
+    """Jobs that need a GPU (or must stay off one) go to their own queue; the rest share one."""
+    return base_queue if accelerator == "any" else f"{base_queue}.{accelerator}"
+
+
+def worker_queues(base_queue: str, has_gpu: bool) -> list[str]:
+    return [queue_for(base_queue, "gpu" if has_gpu else "cpu"), base_queue]
 
 
 def enqueue_job(celery: Celery, job_id: str, queue: str) -> None:

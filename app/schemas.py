@@ -206,6 +206,9 @@ class JobCreate(BaseModel):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="AutoMM-style dotted keys, e.g. optimization.max_epochs"
     )
+    accelerator: Literal["any", "gpu", "cpu"] = Field(
+        default="any", description="gpu: run only on a GPU worker; cpu: only on a CPU worker"
+    )
 
 
 class JobError(BaseModel):
@@ -223,8 +226,13 @@ class JobOut(BaseModel):
     label: str
     text_columns: list[str]
     hyperparameters: dict[str, Any]
-    progress: float
-    metrics: dict[str, Any]
+    accelerator: str
+    progress: float = Field(description="Fraction of training steps done, 0 to 1")
+    eta_seconds: float | None = Field(description="Estimated seconds left, while running")
+    cancel_requested: bool
+    metrics: dict[str, Any] = Field(
+        description="Summary: run info, latest logged step, last and best validation"
+    )
     error: JobError | None
     model: str | None = Field(description="The model this job produced, once it succeeded")
     attempt: int
@@ -232,6 +240,38 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    data: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+
+
+class JobEventOut(BaseModel):
+    at: datetime
+    kind: str = Field(
+        description="queued, claimed, training_started, resumed, checkpoint_saved, "
+        "retried, requeued, cancel_requested, succeeded, failed, cancelled"
+    )
+    message: str
+    data: dict[str, Any]
+
+
+class JobEventList(BaseModel):
+    data: list[JobEventOut]
+
+
+class JobMetricOut(BaseModel):
+    at: datetime
+    attempt: int
+    kind: Literal["train", "validation"]
+    step: int
+    epoch: float
+    values: dict[str, float]
+
+
+class JobMetricList(BaseModel):
+    data: list[JobMetricOut]
 
 
 class PredictRequest(BaseModel):

@@ -4,7 +4,9 @@ API client on the real ASGI app, and real Celery worker processes."""
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,15 +101,16 @@ def client(sqlite_settings: Settings) -> Iterator[TestClient]:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DISTILLERY_HOME": str(settings.home),
-        "DISTILLERY_DATABASE_URL": settings.resolved_database_url(),
-        "DISTILLERY_BROKER_URL": settings.resolved_broker_url(),
-        "DISTILLERY_ARTIFACT_DIR": str(settings.resolved_artifact_dir()),
-        "DISTILLERY_TASK_QUEUE": settings.task_queue,
-        "PYTHONPATH": str(ROOT),
-    }
+    """The environment that gives a child process exactly these settings."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"DISTILLERY_{name.upper()}"] = (
+                json.dumps(value) if isinstance(value, list | dict) else str(value)
+            )
+    env["DISTILLERY_DATABASE_URL"] = settings.resolved_database_url()
+    env["DISTILLERY_BROKER_URL"] = settings.resolved_broker_url()
+    env["DISTILLERY_ARTIFACT_DIR"] = str(settings.resolved_artifact_dir())
     return env
 
 
@@ -138,7 +141,15 @@ class WorkerProcess:
             env=settings_env(settings),
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
+            # Its own process group, so kill() takes the pool's children down with it, as a
+            # lost machine would.
+            start_new_session=True,
         )
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool: no cleanup, no acknowledgement, no goodbye."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -156,7 +167,7 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log_file.close()
 

@@ -1,13 +1,18 @@
 """The worker's Celery app: the shared queue settings plus what only a training worker needs.
 
-Start it with `celery -A worker.celery_app worker --concurrency=1`. torch is imported by the
-task module but CUDA is first touched inside a task, so the prefork parent never initialises it
-(a forked child cannot use a CUDA context its parent created).
+Start it with `distillery worker` (or `celery -A worker.celery_app worker --concurrency=1`).
+torch is imported by the task module, but CUDA is first touched inside a task, in the pool's
+child process: a forked child cannot use a CUDA context its parent created.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
 from app.config import get_settings
+from app.db import make_engine, make_session_factory
 from app.queue import make_celery
 
 celery = make_celery(get_settings())
@@ -22,3 +27,24 @@ celery.conf.update(
     include=["worker.tasks"],
 )
 app = celery
+
+_reaper: Any = None
+
+
+@worker_ready.connect
+def start_reaper(**_: Any) -> None:
+    """Each worker's main process runs a reaper thread: it is idle while the pool trains, and a
+    deployment then needs no extra process for it. Reapers are safe to run side by side."""
+    global _reaper
+    from worker.reaper import ReaperThread
+
+    settings = get_settings()
+    factory = make_session_factory(make_engine(settings.resolved_database_url()))
+    _reaper = ReaperThread(factory, celery, settings)
+    _reaper.start()
+
+
+@worker_shutdown.connect
+def stop_reaper(**_: Any) -> None:
+    if _reaper is not None:
+        _reaper.stopping.set()

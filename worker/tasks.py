@@ -1,30 +1,37 @@
 """run_job(job_id): claim the job, train with distillery, write and register the model, finish.
 
 Every way out of `run_job` leaves the job in a terminal state (succeeded, failed, cancelled), or
-untouched when another delivery already claimed it.
+untouched when this delivery lost the claim, or when the reaper already gave the job to another
+attempt. A worker that dies without a word (SIGKILL, lost machine) stops heartbeating; the
+reaper (worker/reaper.py) then re-queues the job, and the next attempt resumes from the last
+checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, cast
 
 import torch
-from sqlalchemy import CursorResult, update
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
-from app.orm import Job, JobEvent, Model, new_id, utcnow
+from app.orm import Job, JobEvent, JobMetric, Model, new_id, utcnow
 from app.queue import RUN_JOB_TASK
 from app.services.jobs import label_space
 from app.services.models import register_bundle, resolve_backbone
 from app.storage import LocalArtifactStore, model_key
 from distillery.backbones import BackboneError
 from distillery.bundle import BundleError, BundleMetadata, save_bundle
+from distillery.checkpoints import remove_checkpoint
 from distillery.hyperparams import (
     HyperparameterError,
     config_to_hyperparameters,
@@ -33,6 +40,7 @@ from distillery.hyperparams import (
 from distillery.predictor import Predictor
 from distillery.tables import TableError
 from distillery.training import (
+    CheckpointPolicy,
     TrainingCallbacks,
     TrainingCancelled,
     TrainingData,
@@ -42,22 +50,33 @@ from distillery.training import (
 from worker.celery_app import celery
 
 log = logging.getLogger("distillery.worker")
-# Cancellation and heartbeats touch the database at most this often.
-CANCEL_CHECK_SECONDS = 2.0
+# Cancellation and ownership are read from the database at most this often.
+STOP_CHECK_SECONDS = 1.0
+
+
+class Superseded(Exception):
+    """The reaper gave this job to another attempt (or it ended): stop without touching it."""
 
 
 @lru_cache
-def _session_factory() -> sessionmaker[Session]:
+def session_factory() -> sessionmaker[Session]:
     return make_session_factory(make_engine(get_settings().resolved_database_url()))
 
 
 @lru_cache
-def _store() -> LocalArtifactStore:
+def artifact_store() -> LocalArtifactStore:
     return LocalArtifactStore(get_settings().resolved_artifact_dir())
 
 
-def claim(session: Session, job_id: str, worker_name: str) -> bool:
-    """queued -> running by compare-and-set: of two deliveries of one message, one wins."""
+def checkpoint_key(job_id: str) -> str:
+    return f"checkpoints/{job_id}"
+
+
+def claim(session: Session, job_id: str, worker_name: str) -> int | None:
+    """queued -> running by compare-and-set; of two deliveries of one message, one wins.
+
+    Returns the attempt number this worker now owns, or None if the job was not queued.
+    """
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -68,25 +87,95 @@ def claim(session: Session, job_id: str, worker_name: str) -> bool:
             worker=worker_name,
             started_at=now,
             heartbeat_at=now,
+            cancel_requested=False,
         )
     )
     session.commit()
-    return bool(cast(CursorResult[Any], result).rowcount)
+    if not cast(CursorResult[Any], result).rowcount:
+        return None
+    return session.scalar(select(Job.attempt).where(Job.id == job_id))
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str, **data: Any) -> None:
     session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data))
 
 
-class JobCallbacks(TrainingCallbacks):
-    """Writes progress and metrics to the job row; reads its cancel flag."""
+def finish(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    status: str,
+    *,
+    code: str | None = None,
+    message: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """running -> terminal, only while this attempt still owns the job."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
+        .values(
+            status=status,
+            error_code=code,
+            error_message=message,
+            finished_at=utcnow(),
+            **(values or {}),
+        )
+    )
+    owned = bool(cast(CursorResult[Any], result).rowcount)
+    if owned:
+        add_event(session, job_id, status, message or status, attempt=attempt)
+    session.commit()
+    return owned
 
-    def __init__(self, session: Session, job: Job) -> None:
-        self.session, self.job = session, job
+
+@contextmanager
+def heartbeat(job_id: str, attempt: int, every_seconds: float) -> Iterator[None]:
+    """Stamp heartbeat_at from a thread, so long steps (teacher inference, a big validation)
+    never look like a dead worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        with session_factory()() as session:
+            while not stop.wait(every_seconds):
+                try:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
+                        .values(heartbeat_at=utcnow())
+                    )
+                    session.commit()
+                except Exception:  # a missed beat is retried next time; never kill the job
+                    log.warning("heartbeat for %s failed", job_id, exc_info=True)
+                    session.rollback()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class JobCallbacks(TrainingCallbacks):
+    """Writes progress, metrics and events for one attempt; reads the cancel flag."""
+
+    def __init__(self, session: Session, job: Job, attempt: int) -> None:
+        self.session, self.job, self.attempt = session, job, attempt
         self.last_check = 0.0
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
-        self.job.metrics = {"info": info}
+        self.job.metrics = {**self.job.metrics, "info": info}
+        if "resumed_from_step" in info:
+            add_event(
+                self.session,
+                self.job.id,
+                "resumed",
+                f"attempt {self.attempt} resumed from the checkpoint at step "
+                f"{info['resumed_from_step']}",
+                step=info["resumed_from_step"],
+            )
         add_event(
             self.session,
             self.job.id,
@@ -96,47 +185,68 @@ class JobCallbacks(TrainingCallbacks):
         )
         self.session.commit()
 
+    def record(self, kind: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.session.add(
+            JobMetric(
+                job_id=self.job.id,
+                attempt=self.attempt,
+                kind=kind,
+                step=step,
+                epoch=epoch,
+                values=values,
+            )
+        )
+
     def on_log(self, step: int, total_steps: int, epoch: float, values: dict[str, float]) -> None:
+        self.record("train", step, epoch, values)
         self.job.progress = round(step / total_steps, 4)
         self.job.metrics = {**self.job.metrics, "latest": {"step": step, "epoch": epoch, **values}}
-        self.job.heartbeat_at = utcnow()
         self.session.commit()
 
     def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.record("validation", step, epoch, values)
         self.job.metrics = {
             **self.job.metrics,
             "last_validation": {"step": step, "epoch": epoch, **values},
         }
         self.session.commit()
 
+    def on_checkpoint(self, step: int, epoch: float) -> None:
+        add_event(
+            self.session,
+            self.job.id,
+            "checkpoint_saved",
+            f"checkpoint at step {step}",
+            step=step,
+            epoch=round(epoch, 4),
+        )
+        self.session.commit()
+
     def should_stop(self) -> bool:
         now = time.monotonic()
-        if now - self.last_check < CANCEL_CHECK_SECONDS:
+        if now - self.last_check < STOP_CHECK_SECONDS:
             return False
         self.last_check = now
-        self.session.refresh(self.job, ["cancel_requested"])
-        return self.job.cancel_requested
+        status, attempt, cancel = self.session.execute(
+            select(Job.status, Job.attempt, Job.cancel_requested).where(Job.id == self.job.id)
+        ).one()
+        if status != "running" or attempt != self.attempt:
+            raise Superseded(
+                f"job is {status} at attempt {attempt}; this was attempt {self.attempt}"
+            )
+        return bool(cancel)
 
 
-def finish(
-    session: Session, job: Job, status: str, *, code: str | None = None, message: str | None = None
-) -> None:
-    job.status = status
-    job.error_code, job.error_message = code, message
-    job.finished_at = utcnow()
-    add_event(session, job.id, status, message or status)
-    session.commit()
-
-
-def train_job(session: Session, store: LocalArtifactStore, job: Job) -> Model:
-    config = parse_hyperparameters(job.hyperparameters)
+def training_inputs(
+    session: Session, store: LocalArtifactStore, job: Job
+) -> tuple[TrainingData, Predictor | None]:
     train_frame = store.read_table(job.train_dataset.storage_key)
     tuning_frame = store.read_table(job.tuning_dataset.storage_key) if job.tuning_dataset else None
     teacher = None
     if job.teacher_model is not None:
         teacher = Predictor(store.path(job.teacher_model.storage_key))
-        labels = list(teacher.metadata.labels)
-        problem_type = teacher.problem_type
+        # The student adopts the teacher's label order, so their logits line up.
+        problem_type, labels = teacher.problem_type, list(teacher.metadata.labels)
     else:
         problem_type, labels = label_space(store, job.train_dataset, job.label, job.text_columns)
     data = TrainingData(
@@ -147,8 +257,25 @@ def train_job(session: Session, store: LocalArtifactStore, job: Job) -> Model:
         problem_type=problem_type,
         labels=labels,
     )
-    backbone_path = resolve_backbone(session, store, config.checkpoint_name)
+    return data, teacher
+
+
+def job_device(accelerator: str) -> torch.device:
+    if accelerator == "cpu":
+        return torch.device("cpu")
     device = pick_device()
+    if accelerator == "gpu" and device.type != "cuda":
+        raise RuntimeError("the job asks for a GPU, but this worker has none (check its queues)")
+    return device
+
+
+def train_job(
+    session: Session, store: LocalArtifactStore, settings: Settings, job: Job, attempt: int
+) -> Model:
+    config = parse_hyperparameters(job.hyperparameters)
+    data, teacher = training_inputs(session, store, job)
+    backbone_path = resolve_backbone(session, store, config.checkpoint_name)
+    device = job_device(job.accelerator)
     job.device = str(device)
     session.commit()
 
@@ -157,15 +284,18 @@ def train_job(session: Session, store: LocalArtifactStore, job: Job) -> Model:
         data,
         backbone_path,
         teacher=teacher,
-        callbacks=JobCallbacks(session, job),
+        callbacks=JobCallbacks(session, job, attempt),
         device=device,
+        checkpoints=CheckpointPolicy(
+            folder=store.path(checkpoint_key(job.id)), every_steps=settings.checkpoint_every_steps
+        ),
     )
 
     model_id = new_id("mdl")
     metadata = BundleMetadata(
-        problem_type=problem_type,
-        labels=labels,
-        text_columns=list(job.text_columns),
+        problem_type=data.problem_type,
+        labels=data.labels,
+        text_columns=data.text_columns,
         max_text_len=config.max_text_len,
         num_parameters=sum(p.numel() for p in result.backbone.model.parameters()),
         architecture=type(result.backbone.model).__name__,
@@ -181,52 +311,87 @@ def train_job(session: Session, store: LocalArtifactStore, job: Job) -> Model:
         },
     )
     save_bundle(
-        result.backbone.model, result.backbone.tokenizer, metadata, store.path(model_key(model_id))
+        result.backbone.model,
+        result.backbone.tokenizer,
+        metadata,
+        store.path(model_key(model_id)),
     )
     model = register_bundle(session, store, model_id, f"{job.kind}-{job.id}", job.id)
     job.metrics = {
         **job.metrics,
+        "info": result.info,
         "tuning": result.tuning_metrics,
         "best_step": result.best_step,
-        "info": result.info,
-        "history": result.history,
     }
-    job.result_model_id = model.id
-    job.progress = 1.0
+    session.commit()
     return model
+
+
+def failure_of(exc: BaseException) -> tuple[str, str]:
+    """The failure code and message a user can act on."""
+    if isinstance(exc, TableError | HyperparameterError | BackboneError | BundleError):
+        return "invalid_input", str(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out_of_memory", f"out of memory; lower env.per_gpu_batch_size ({exc})"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        limit = get_settings().job_time_limit_seconds
+        return "timeout", f"the job ran past its time limit ({limit} s)"
+    return "internal", f"{type(exc).__name__}: {exc}"
 
 
 @celery.task(name=RUN_JOB_TASK, bind=True)
 def run_job(self: Any, job_id: str) -> None:
-    worker_name = f"{self.request.hostname or socket.gethostname()}"
-    with _session_factory()() as session:
-        if not claim(session, job_id, worker_name):
-            log.info("job %s was not queued (already claimed or gone); skipping", job_id)
+    settings = get_settings()
+    store = artifact_store()
+    worker_name = str(self.request.hostname or "worker")
+    with session_factory()() as session:
+        attempt = claim(session, job_id, worker_name)
+        if attempt is None:
+            log.info("job %s is not queued (claimed by another delivery, or ended)", job_id)
             return
         job = session.get(Job, job_id)
         assert job is not None
-        add_event(session, job_id, "claimed", f"attempt {job.attempt} on {worker_name}")
+        add_event(
+            session,
+            job_id,
+            "claimed",
+            f"attempt {attempt} on {worker_name}",
+            attempt=attempt,
+            worker=worker_name,
+        )
         session.commit()
+        keep_checkpoint = False
         try:
-            model = train_job(session, _store(), job)
+            with heartbeat(job_id, attempt, settings.heartbeat_seconds):
+                model = train_job(session, store, settings, job, attempt)
+        except Superseded as exc:
+            session.rollback()
+            keep_checkpoint = True  # the attempt that took over resumes from it
+            log.warning("job %s: %s", job_id, exc)
         except TrainingCancelled as exc:
             session.rollback()
-            finish(session, job, "cancelled", code="cancelled", message=str(exc))
-        except (TableError, HyperparameterError, BackboneError, BundleError) as exc:
-            session.rollback()
-            finish(session, job, "failed", code="invalid_input", message=str(exc))
-        except torch.OutOfMemoryError as exc:
-            session.rollback()
-            finish(
-                session,
-                job,
-                "failed",
-                code="out_of_memory",
-                message=f"out of memory; lower env.per_gpu_batch_size: {exc}",
-            )
+            finish(session, job_id, attempt, "cancelled", code="cancelled", message=str(exc))
         except Exception as exc:
-            log.exception("job %s failed", job_id)
             session.rollback()
-            finish(session, job, "failed", code="internal", message=f"{type(exc).__name__}: {exc}")
+            code, message = failure_of(exc)
+            if code == "internal":
+                log.exception("job %s failed", job_id)
+            finish(session, job_id, attempt, "failed", code=code, message=message)
+        except BaseException:
+            # The process is being torn down (SystemExit, KeyboardInterrupt): leave the job
+            # running with its checkpoint; the reaper re-queues it once the heartbeat stops.
+            keep_checkpoint = True
+            raise
         else:
-            finish(session, job, "succeeded", message=f"model {model.id} registered")
+            if not finish(
+                session,
+                job_id,
+                attempt,
+                "succeeded",
+                message=f"model {model.id}",
+                values={"result_model_id": model.id, "progress": 1.0},
+            ):
+                keep_checkpoint = True
+        finally:
+            if not keep_checkpoint:
+                remove_checkpoint(store.path(checkpoint_key(job_id)))

@@ -1,17 +1,36 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Literal
+
+from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from app.deps import CallerDep, CeleryDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json
-from app.orm import Job
-from app.schemas import JobCreate, JobError, JobOut
-from app.services.jobs import get_job, submit_job
+from app.orm import Job, utcnow
+from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from app.schemas import (
+    JobCreate,
+    JobError,
+    JobEventList,
+    JobEventOut,
+    JobMetricList,
+    JobMetricOut,
+    JobOut,
+    JobPage,
+)
+from app.services.jobs import cancel_job, get_job, job_events, job_metrics, list_jobs, submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def eta_seconds(job: Job) -> float | None:
+    if job.status != "running" or job.started_at is None or not 0 < job.progress < 1:
+        return None
+    elapsed = (utcnow() - job.started_at).total_seconds()
+    return round(elapsed * (1 - job.progress) / job.progress, 1)
 
 
 def job_out(job: Job) -> JobOut:
@@ -25,7 +44,10 @@ def job_out(job: Job) -> JobOut:
         label=job.label,
         text_columns=job.text_columns,
         hyperparameters=job.hyperparameters,
+        accelerator=job.accelerator,
         progress=job.progress,
+        eta_seconds=eta_seconds(job),
+        cancel_requested=job.cancel_requested,
         metrics=job.metrics,
         error=JobError(code=job.error_code, message=job.error_message or "")
         if job.error_code
@@ -74,8 +96,50 @@ async def create_job(
     return await idempotency.run(fingerprint_json(request), 202, create)
 
 
+@router.get("", response_model=JobPage, operation_id="list_jobs")
+def read_jobs(
+    session: SessionDep,
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    kind: Literal["finetune", "distill"] | None = None,
+    limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+) -> JobPage:
+    """Jobs, newest first."""
+    jobs, next_cursor = list_jobs(session, status, kind, limit, cursor)
+    return JobPage(data=[job_out(job) for job in jobs], next_cursor=next_cursor)
+
+
 @router.get(
     "/{job_id}", response_model=JobOut, operation_id="get_job", responses=problem_responses(404)
 )
 def read_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     return job_out(get_job(session, job_id, caller=caller))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, operation_id="cancel_job")
+def cancel(job_id: str, session: SessionDep) -> JobOut:
+    """Cancel a job. Idempotent: a queued job ends `cancelled` at once; a running one stops at
+    its next step check (seconds) and then ends `cancelled`; a finished job is left as it is."""
+    return job_out(cancel_job(session, job_id))
+
+
+@router.get("/{job_id}/events", response_model=JobEventList, operation_id="list_job_events")
+def read_events(job_id: str, session: SessionDep) -> JobEventList:
+    events = job_events(session, job_id)
+    return JobEventList(
+        data=[JobEventOut.model_validate(event, from_attributes=True) for event in events]
+    )
+
+
+@router.get("/{job_id}/metrics", response_model=JobMetricList, operation_id="list_job_metrics")
+def read_metrics(
+    job_id: str,
+    session: SessionDep,
+    kind: Literal["train", "validation"] | None = None,
+    after_step: int | None = Query(default=None, ge=0, description="only steps after this"),
+) -> JobMetricList:
+    """Per logging step: loss terms, learning rate, rows/s; per validation: tuning metrics."""
+    metrics = job_metrics(session, job_id, kind, after_step)
+    return JobMetricList(
+        data=[JobMetricOut.model_validate(metric, from_attributes=True) for metric in metrics]
+    )

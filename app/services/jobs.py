@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 from celery import Celery
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from app.auth import LOCAL_CALLER, Caller
 from app.errors import Problem, not_found
-from app.orm import Dataset, Job, JobEvent, is_well_formed_id, utcnow
-from app.queue import enqueue_job
+from app.orm import Dataset, Job, JobEvent, JobMetric, is_well_formed_id, utcnow
+from app.pagination import paginate
+from app.queue import enqueue_job, queue_for
 from app.schemas import JobCreate
 from app.services.datasets import get_dataset
 from app.services.models import encoder_layer_count, get_model, resolve_backbone
@@ -52,7 +55,7 @@ def submit_job(
     session: Session,
     store: LocalArtifactStore,
     celery: Celery,
-    queue: str,
+    base_queue: str,
     request: JobCreate,
     caller: Caller,
     allowed_roots: list[Path] | None = None,
@@ -147,6 +150,7 @@ def submit_job(
         label=label,
         text_columns=text_columns,
         hyperparameters=dict(request.hyperparameters),
+        accelerator=request.accelerator,
         owner=caller.owner,
     )
     session.add(job)
@@ -154,7 +158,7 @@ def submit_job(
     session.add(JobEvent(job_id=job.id, kind="queued", message=f"{request.kind} job queued"))
     session.commit()
     try:
-        enqueue_job(celery, job.id, queue)
+        send_job(session, celery, job, base_queue)
     except Exception as exc:  # the broker is down: say so instead of leaving a job that never runs
         log.exception("could not enqueue job %s", job.id)
         job.status, job.error_code = "failed", "internal"
@@ -170,6 +174,13 @@ def submit_job(
     return job
 
 
+def send_job(session: Session, celery: Celery, job: Job, base_queue: str) -> None:
+    """(Re)send the job's message to the queue its accelerator asks for."""
+    job.enqueued_at = utcnow()
+    session.commit()
+    enqueue_job(celery, job.id, queue_for(base_queue, job.accelerator))
+
+
 def get_job(session: Session, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
     """The job, if `caller` may see it; else 404 (someone else's job is as absent as a missing
     one). The default caller sees every job: routes must pass theirs."""
@@ -177,3 +188,70 @@ def get_job(session: Session, job_id: str, *, caller: Caller = LOCAL_CALLER) -> 
     if job is None or not caller.can_see(job.owner):
         raise not_found("job", job_id)
     return job
+
+
+def list_jobs(
+    session: Session, status: str | None, kind: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return paginate(session, query, Job.created_at, Job.id, limit, cursor)
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """Idempotent: queued -> cancelled now; running -> flagged, the worker stops at its next
+    check; a finished job is returned unchanged."""
+    job = get_job(session, job_id)
+    now = utcnow()
+    cancelled_now = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(
+            status="cancelled",
+            error_code="cancelled",
+            error_message="cancelled by request",
+            finished_at=now,
+            cancel_requested=True,
+        )
+    )
+    if cast(CursorResult[Any], cancelled_now).rowcount:
+        session.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled before it ran"))
+    else:
+        flagged = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
+            .values(cancel_requested=True)
+        )
+        if cast(CursorResult[Any], flagged).rowcount:
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind="cancel_requested",
+                    message="the worker stops at its next step check",
+                )
+            )
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def job_events(session: Session, job_id: str) -> list[JobEvent]:
+    get_job(session, job_id)
+    return list(
+        session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+    )
+
+
+def job_metrics(
+    session: Session, job_id: str, kind: str | None, after_step: int | None
+) -> list[JobMetric]:
+    get_job(session, job_id)
+    query = select(JobMetric).where(JobMetric.job_id == job_id)
+    if kind is not None:
+        query = query.where(JobMetric.kind == kind)
+    if after_step is not None:
+        query = query.where(JobMetric.step > after_step)
+    return list(session.scalars(query.order_by(JobMetric.id)))
