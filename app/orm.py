@@ -117,6 +117,7 @@ class Job(Base):
     train_dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
     tuning_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     teacher_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"))
+    unlabeled_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     label: Mapped[str] = mapped_column(String(255))
     text_columns: Mapped[list[Any]] = mapped_column(JSON)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -142,6 +143,7 @@ class Job(Base):
     train_dataset: Mapped[Dataset] = relationship(foreign_keys=[train_dataset_id])
     tuning_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[tuning_dataset_id])
     teacher_model: Mapped[Model | None] = relationship(foreign_keys=[teacher_model_id])
+    unlabeled_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[unlabeled_dataset_id])
     events: Mapped[list[JobEvent]] = relationship(
         back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
     )

@@ -197,6 +197,11 @@ class JobCreate(BaseModel):
         default=None, description="Id of the dataset that picks the best checkpoint"
     )
     teacher_model: str | None = Field(default=None, description="Teacher model id (distill)")
+    unlabeled_dataset: str | None = Field(
+        default=None,
+        description="Distill only: rows without labels that learn from the teacher (a transfer "
+        "set); they add every loss term but the hard-label one",
+    )
     label: str | None = Field(
         default=None, description="Label column; defaults to the training dataset's"
     )
@@ -222,6 +227,7 @@ class JobOut(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     train_dataset: str
     tuning_dataset: str | None
+    unlabeled_dataset: str | None
     teacher_model: str | None
     label: str
     text_columns: list[str]

@@ -26,8 +26,8 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
 from app.orm import Job, JobEvent, JobMetric, Model, new_id, utcnow
 from app.queue import RUN_JOB_TASK
-from app.services.jobs import label_space
-from app.services.models import register_bundle, resolve_backbone
+from app.services.jobs import label_space, student_backbone
+from app.services.models import register_bundle
 from app.storage import LocalArtifactStore, model_key
 from distillery.backbones import BackboneError
 from distillery.bundle import BundleError, BundleMetadata, save_bundle
@@ -38,7 +38,9 @@ from distillery.hyperparams import (
     parse_hyperparameters,
 )
 from distillery.predictor import Predictor
+from distillery.report import distillation_report
 from distillery.tables import TableError
+from distillery.teacher_cache import TeacherCache
 from distillery.training import (
     CheckpointPolicy,
     TrainingCallbacks,
@@ -66,6 +68,10 @@ def session_factory() -> sessionmaker[Session]:
 @lru_cache
 def artifact_store() -> LocalArtifactStore:
     return LocalArtifactStore(get_settings().resolved_artifact_dir())
+
+
+# Teacher outputs shared by every job (see distillery/teacher_cache.py).
+TEACHER_CACHE_KEY = "teacher_outputs"
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -256,6 +262,9 @@ def training_inputs(
         label_column=job.label,
         problem_type=problem_type,
         labels=labels,
+        unlabeled=(
+            store.read_table(job.unlabeled_dataset.storage_key) if job.unlabeled_dataset else None
+        ),
     )
     return data, teacher
 
@@ -274,7 +283,7 @@ def train_job(
 ) -> Model:
     config = parse_hyperparameters(job.hyperparameters)
     data, teacher = training_inputs(session, store, job)
-    backbone_path = resolve_backbone(session, store, config.checkpoint_name)
+    backbone_path = student_backbone(session, store, config.checkpoint_name, job.teacher_model)
     device = job_device(job.accelerator)
     job.device = str(device)
     session.commit()
@@ -284,6 +293,9 @@ def train_job(
         data,
         backbone_path,
         teacher=teacher,
+        # Bundles never change, so the teacher's model id is a complete fingerprint.
+        teacher_cache=TeacherCache(store.path(TEACHER_CACHE_KEY)),
+        teacher_fingerprint=job.teacher_model_id,
         callbacks=JobCallbacks(session, job, attempt),
         device=device,
         checkpoints=CheckpointPolicy(
@@ -317,6 +329,14 @@ def train_job(
         store.path(model_key(model_id)),
     )
     model = register_bundle(session, store, model_id, f"{job.kind}-{job.id}", job.id)
+    if teacher is not None and data.tuning is not None:
+        add_event(session, job.id, "report", "measuring the distillation report on tuning rows")
+        session.commit()
+        teacher.model.to("cpu")
+        report = distillation_report(
+            Predictor(store.path(model.storage_key)), teacher, data.tuning, data.label_column
+        )
+        job.metrics = {**job.metrics, "report": report}
     job.metrics = {
         **job.metrics,
         "info": result.info,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +21,15 @@ from app.schemas import (
     JobOut,
     JobPage,
 )
-from app.services.jobs import cancel_job, get_job, job_events, job_metrics, list_jobs, submit_job
+from app.services.jobs import (
+    cancel_job,
+    get_job,
+    job_events,
+    job_metrics,
+    job_report,
+    list_jobs,
+    submit_job,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -40,6 +48,7 @@ def job_out(job: Job) -> JobOut:
         status=job.status,  # type: ignore[arg-type]
         train_dataset=job.train_dataset_id,
         tuning_dataset=job.tuning_dataset_id,
+        unlabeled_dataset=job.unlabeled_dataset_id,
         teacher_model=job.teacher_model_id,
         label=job.label,
         text_columns=job.text_columns,
@@ -99,13 +108,14 @@ async def create_job(
 @router.get("", response_model=JobPage, operation_id="list_jobs")
 def read_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     kind: Literal["finetune", "distill"] | None = None,
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> JobPage:
     """Jobs, newest first."""
-    jobs, next_cursor = list_jobs(session, status, kind, limit, cursor)
+    jobs, next_cursor = list_jobs(session, status, kind, limit, cursor, caller)
     return JobPage(data=[job_out(job) for job in jobs], next_cursor=next_cursor)
 
 
@@ -116,30 +126,67 @@ def read_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     return job_out(get_job(session, job_id, caller=caller))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, operation_id="cancel_job")
-def cancel(job_id: str, session: SessionDep) -> JobOut:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    operation_id="cancel_job",
+    responses=problem_responses(404),
+)
+def cancel(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     """Cancel a job. Idempotent: a queued job ends `cancelled` at once; a running one stops at
     its next step check (seconds) and then ends `cancelled`; a finished job is left as it is."""
-    return job_out(cancel_job(session, job_id))
+    return job_out(cancel_job(session, job_id, caller))
 
 
-@router.get("/{job_id}/events", response_model=JobEventList, operation_id="list_job_events")
-def read_events(job_id: str, session: SessionDep) -> JobEventList:
-    events = job_events(session, job_id)
+@router.get(
+    "/{job_id}/events",
+    response_model=JobEventList,
+    operation_id="list_job_events",
+    responses=problem_responses(404),
+)
+def read_events(job_id: str, session: SessionDep, caller: CallerDep) -> JobEventList:
+    events = job_events(session, job_id, caller)
     return JobEventList(
         data=[JobEventOut.model_validate(event, from_attributes=True) for event in events]
     )
 
 
-@router.get("/{job_id}/metrics", response_model=JobMetricList, operation_id="list_job_metrics")
+@router.get(
+    "/{job_id}/metrics",
+    response_model=JobMetricList,
+    operation_id="list_job_metrics",
+    responses=problem_responses(404),
+)
 def read_metrics(
     job_id: str,
     session: SessionDep,
+    caller: CallerDep,
     kind: Literal["train", "validation"] | None = None,
     after_step: int | None = Query(default=None, ge=0, description="only steps after this"),
 ) -> JobMetricList:
     """Per logging step: loss terms, learning rate, rows/s; per validation: tuning metrics."""
-    metrics = job_metrics(session, job_id, kind, after_step)
+    metrics = job_metrics(session, job_id, kind, after_step, caller)
     return JobMetricList(
         data=[JobMetricOut.model_validate(metric, from_attributes=True) for metric in metrics]
     )
+
+
+@router.get(
+    "/{job_id}/report",
+    response_model=dict[str, Any],
+    operation_id="get_job_report",
+    responses=problem_responses(404, 409, 422),
+)
+def read_report(
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    baseline_job: str | None = Query(
+        default=None,
+        description="A fine-tune job of the same student on the same tuning dataset: adds the "
+        "distillation ratio (distilled - baseline) / (teacher - baseline)",
+    ),
+) -> dict[str, Any]:
+    """A distill job's distillation report: student and teacher quality on the tuning rows,
+    agreement, calibration (ECE), parameters, size on disk and CPU latency per row."""
+    return job_report(session, job_id, baseline_job, caller)

@@ -179,7 +179,11 @@ def active_jobs_using(session: Session, *, dataset_id: str | None = None) -> lis
     """Ids of jobs not yet finished whose training or tuning data is this dataset."""
     query = select(Job.id).where(
         Job.status.not_in(TERMINAL_STATUSES),
-        or_(Job.train_dataset_id == dataset_id, Job.tuning_dataset_id == dataset_id),
+        or_(
+            Job.train_dataset_id == dataset_id,
+            Job.tuning_dataset_id == dataset_id,
+            Job.unlabeled_dataset_id == dataset_id,
+        ),
     )
     return list(session.scalars(query))
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import LOCAL_CALLER, Caller
 from app.errors import Problem, not_found
-from app.orm import Dataset, Job, JobEvent, JobMetric, is_well_formed_id, utcnow
+from app.orm import Dataset, Job, JobEvent, JobMetric, Model, is_well_formed_id, utcnow
 from app.pagination import paginate
 from app.queue import enqueue_job, queue_for
 from app.schemas import JobCreate
@@ -20,7 +20,13 @@ from app.services.datasets import get_dataset
 from app.services.models import encoder_layer_count, get_model, resolve_backbone
 from app.storage import LocalArtifactStore
 from distillery.backbones import BackboneError
-from distillery.hyperparams import DISTILLER_KEYS, HyperparameterError, parse_hyperparameters
+from distillery.hyperparams import (
+    DISTILLER_KEYS,
+    TEACHER_CHECKPOINT,
+    HyperparameterError,
+    parse_hyperparameters,
+)
+from distillery.report import distillation_ratio
 from distillery.tables import describe_table
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,26 @@ def label_space(
     schema = describe_table(store.read_table(dataset.storage_key), label, text_columns)
     assert schema.problem_type is not None
     return schema.problem_type, schema.label_classes
+
+
+def student_backbone(
+    session: Session,
+    store: LocalArtifactStore,
+    checkpoint_name: str,
+    teacher: Model | None,
+    caller: Caller | None = None,
+    allowed_roots: list[Path] | None = None,
+) -> Path:
+    """The student's starting checkpoint; `teacher` names the distill job's own teacher, so a
+    student can be cut from the teacher's layers (`model.hf_text.layers`: [0, 2, 4])."""
+    if checkpoint_name == TEACHER_CHECKPOINT:
+        if teacher is None:
+            raise BackboneError(
+                f"checkpoint '{TEACHER_CHECKPOINT}' means the job's teacher; only distill jobs "
+                "have one"
+            )
+        return store.path(teacher.storage_key)
+    return resolve_backbone(session, store, checkpoint_name, caller, allowed_roots)
 
 
 def submit_job(
@@ -125,9 +151,33 @@ def submit_job(
         given = [k for k in request.hyperparameters if k in DISTILLER_KEYS]
         if given:
             raise HyperparameterError(given[0], "distiller settings apply to distill jobs only")
+        if request.unlabeled_dataset is not None:
+            raise Problem(
+                422,
+                "Transfer set needs a teacher",
+                "unlabelled rows learn only from a teacher; use kind=distill",
+                field="unlabeled_dataset",
+            )
+
+    if request.unlabeled_dataset is not None:
+        unlabeled = get_dataset(
+            session, request.unlabeled_dataset, "unlabeled_dataset", caller=caller
+        )
+        needed = sorted(set(text_columns) | set(teacher.text_columns if teacher else []))
+        missing = [c for c in needed if c not in unlabeled.columns]
+        if missing:
+            raise Problem(
+                422,
+                "Column not found",
+                f"dataset '{unlabeled.id}' has no column(s) {', '.join(missing)}, which the "
+                f"student or teacher reads; its columns are: {', '.join(unlabeled.columns)}",
+                field="unlabeled_dataset",
+            )
 
     try:
-        backbone = resolve_backbone(session, store, config.checkpoint_name, caller, allowed_roots)
+        backbone = student_backbone(
+            session, store, config.checkpoint_name, teacher, caller, allowed_roots
+        )
         layer_count = encoder_layer_count(backbone)
     except (BackboneError, OSError, ValueError) as exc:
         raise HyperparameterError(CHECKPOINT_KEY, str(exc)) from None
@@ -146,6 +196,7 @@ def submit_job(
         kind=request.kind,
         train_dataset_id=train.id,
         tuning_dataset_id=request.tuning_dataset,
+        unlabeled_dataset_id=request.unlabeled_dataset,
         teacher_model_id=teacher.id if teacher else None,
         label=label,
         text_columns=text_columns,
@@ -191,9 +242,14 @@ def get_job(session: Session, job_id: str, *, caller: Caller = LOCAL_CALLER) -> 
 
 
 def list_jobs(
-    session: Session, status: str | None, kind: str | None, limit: int, cursor: str | None
+    session: Session,
+    status: str | None,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+    caller: Caller,
 ) -> tuple[list[Job], str | None]:
-    query = select(Job)
+    query = caller.visible(select(Job), Job.owner)
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:
@@ -201,10 +257,10 @@ def list_jobs(
     return paginate(session, query, Job.created_at, Job.id, limit, cursor)
 
 
-def cancel_job(session: Session, job_id: str) -> Job:
+def cancel_job(session: Session, job_id: str, caller: Caller) -> Job:
     """Idempotent: queued -> cancelled now; running -> flagged, the worker stops at its next
     check; a finished job is returned unchanged."""
-    job = get_job(session, job_id)
+    job = get_job(session, job_id, caller=caller)
     now = utcnow()
     cancelled_now = session.execute(
         update(Job)
@@ -238,17 +294,59 @@ def cancel_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def job_events(session: Session, job_id: str) -> list[JobEvent]:
-    get_job(session, job_id)
+def job_report(
+    session: Session, job_id: str, baseline_job_id: str | None, caller: Caller
+) -> dict[str, Any]:
+    """A distill job's report, with the distillation ratio against a named baseline: a
+    finished fine-tune job of the same student scored on the same tuning dataset."""
+    job = get_job(session, job_id, caller=caller)
+    report = job.metrics.get("report")
+    if job.kind != "distill" or report is None:
+        reason = (
+            "only distill jobs have a report"
+            if job.kind != "distill"
+            else f"the job is {job.status}; its report is written when it succeeds with a "
+            "tuning dataset"
+        )
+        raise Problem(409 if job.kind == "distill" else 422, "No report", reason, field="job_id")
+    result: dict[str, Any] = {"job": job.id, "model": job.result_model_id, **report}
+    if baseline_job_id is None:
+        return result
+    baseline = get_job(session, baseline_job_id, caller=caller)
+    if baseline.status != "succeeded" or baseline.tuning_dataset_id != job.tuning_dataset_id:
+        raise Problem(
+            422,
+            "Unusable baseline",
+            "the baseline must be a succeeded job scored on the same tuning dataset "
+            f"({job.tuning_dataset_id}); job {baseline.id} is {baseline.status} with tuning "
+            f"dataset {baseline.tuning_dataset_id}",
+            field="baseline_job",
+        )
+    metric = "rmse" if "rmse" in report["student"] else "accuracy"
+    baseline_score = baseline.metrics.get("tuning", {}).get(metric)
+    result["baseline"] = {
+        "job": baseline.id,
+        "model": baseline.result_model_id,
+        metric: baseline_score,
+    }
+    if baseline_score is not None:
+        result["distillation_ratio"] = distillation_ratio(
+            report["student"][metric], baseline_score, report["teacher"][metric]
+        )
+    return result
+
+
+def job_events(session: Session, job_id: str, caller: Caller) -> list[JobEvent]:
+    get_job(session, job_id, caller=caller)
     return list(
         session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
     )
 
 
 def job_metrics(
-    session: Session, job_id: str, kind: str | None, after_step: int | None
+    session: Session, job_id: str, kind: str | None, after_step: int | None, caller: Caller
 ) -> list[JobMetric]:
-    get_job(session, job_id)
+    get_job(session, job_id, caller=caller)
     query = select(JobMetric).where(JobMetric.job_id == job_id)
     if kind is not None:
         query = query.where(JobMetric.kind == kind)

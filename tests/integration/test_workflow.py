@@ -85,6 +85,46 @@ def run_workflow(
         logged = client.get(f"/v1/jobs/{distill_job['id']}/metrics?kind=train").json()["data"]
         assert logged and all("soft_loss" in entry["values"] for entry in logged)
 
+        report = client.get(
+            f"/v1/jobs/{distill_job['id']}/report?baseline_job={nodistill_job['id']}"
+        ).json()
+        assert report["rows"] == 40 and 0.0 <= report["agreement"] <= 1.0
+        assert report["student"]["parameters"] < report["teacher"]["parameters"]
+        assert report["student"]["cpu_latency"]["batched_ms_per_row"] > 0
+        assert "ece" in report["teacher"] and "distillation_ratio" in report
+
+        # A transfer set, and a student cut from the teacher's own layers.
+        unlabeled = upload_table(
+            client, qnli_tables["test"].drop(columns=["label"]), "unlabeled.csv"
+        )
+        cut = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "distill",
+                "train_dataset": train["id"],
+                "tuning_dataset": tuning["id"],
+                "unlabeled_dataset": unlabeled["id"],
+                "teacher_model": teacher_id,
+                "hyperparameters": {
+                    **FAST,
+                    "model.hf_text.checkpoint_name": "teacher",
+                    "model.hf_text.layers": [1],
+                    "optimization.max_epochs": 2,
+                },
+            },
+        )
+        assert cut.status_code == 202, cut.text
+        cut_job = wait_for_job(client, cut.json()["id"])
+        assert cut_job["status"] == "succeeded", cut_job["error"]
+        assert cut_job["metrics"]["info"]["unlabeled_rows"] == 80
+        # The teacher's outputs on train and tuning rows were cached by the first distill job.
+        assert cut_job["metrics"]["info"]["teacher_outputs"] == ["cache", "computed", "cache"]
+        cut_model = client.get(f"/v1/models/{cut_job['model']}").json()
+        assert (
+            cut_model["num_parameters"]
+            < client.get(f"/v1/models/{teacher_id}").json()["num_parameters"]
+        )
+
         student = client.get(f"/v1/models/{distill_job['model']}").json()
         teacher = client.get(f"/v1/models/{teacher_id}").json()
         assert student["lineage"]["teacher_model"] == teacher_id
