@@ -83,16 +83,32 @@ def running_service(home: Path) -> Iterator[str]:
     for name in ("DISTILLERY_DATABASE_URL", "DISTILLERY_BROKER_URL", "DISTILLERY_ARTIFACT_DIR"):
         env.pop(name, None)  # the demo runs on the embedded default, whatever the shell says
     python = sys.executable
-    subprocess.run([python, "-m", "app.cli", "migrate"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [python, "-m", "app.cli", "migrate"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = free_port()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     processes = [
-        subprocess.Popen([python, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-                         env=env, stdout=(logs / "api.log").open("w"), stderr=subprocess.STDOUT),
-        subprocess.Popen([python, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
-                         stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT),
+        subprocess.Popen(
+            [python, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=(logs / "api.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [python, "-m", "app.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=(logs / "worker.log").open("w"),
+            stderr=subprocess.STDOUT,
+        ),
     ]
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -119,8 +135,11 @@ def running_service(home: Path) -> Iterator[str]:
 
 def upload(client: httpx.Client, frame: pd.DataFrame, name: str) -> str:
     content = frame.to_csv(index=False).encode()
-    response = client.post("/v1/datasets", files={"file": (f"{name}.csv", content)},
-                           data={"name": name, "label": "label"})
+    response = client.post(
+        "/v1/datasets",
+        files={"file": (f"{name}.csv", content)},
+        data={"name": name, "label": "label"},
+    )
     response.raise_for_status()
     return response.json()["id"]
 
@@ -160,18 +179,36 @@ def main() -> None:
         ids = {name: upload(client, frame, name) for name, frame in splits.items()}
         print("datasets: " + ", ".join(f"{n}={len(f)} rows" for n, f in splits.items()))
 
-        teacher_job = wait(client, submit(client, {
-            "kind": "finetune", "train_dataset": ids["teacher_train"],
-            "hyperparameters": TEACHER_HYPERPARAMETERS,
-        }), "teacher (MiniLM-L6, fine-tune)")
+        teacher_job = wait(
+            client,
+            submit(
+                client,
+                {
+                    "kind": "finetune",
+                    "train_dataset": ids["teacher_train"],
+                    "hyperparameters": TEACHER_HYPERPARAMETERS,
+                },
+            ),
+            "teacher (MiniLM-L6, fine-tune)",
+        )
         common = {"train_dataset": ids["student_train"], "tuning_dataset": ids["tuning"]}
-        distill_id = submit(client, {
-            **common, "kind": "distill", "teacher_model": teacher_job["model"],
-            "hyperparameters": {**STUDENT_HYPERPARAMETERS, **DISTILLER_HYPERPARAMETERS},
-        })
-        nodistill_id = submit(client, {
-            **common, "kind": "finetune", "hyperparameters": STUDENT_HYPERPARAMETERS,
-        })
+        distill_id = submit(
+            client,
+            {
+                **common,
+                "kind": "distill",
+                "teacher_model": teacher_job["model"],
+                "hyperparameters": {**STUDENT_HYPERPARAMETERS, **DISTILLER_HYPERPARAMETERS},
+            },
+        )
+        nodistill_id = submit(
+            client,
+            {
+                **common,
+                "kind": "finetune",
+                "hyperparameters": STUDENT_HYPERPARAMETERS,
+            },
+        )
         jobs = {
             "teacher": teacher_job,
             "distilled student": wait(client, distill_id, "student (3 layers, distill)"),
@@ -181,28 +218,35 @@ def main() -> None:
         results = []
         for name, job in jobs.items():
             model = client.get(f"/v1/models/{job['model']}").json()
-            evaluation = client.post(f"/v1/models/{job['model']}/evaluate",
-                                     json={"dataset": ids["test"]})
+            evaluation = client.post(
+                f"/v1/models/{job['model']}/evaluate", json={"dataset": ids["test"]}
+            )
             evaluation.raise_for_status()
             metrics = evaluation.json()["metrics"]
-            results.append({
-                "model": name,
-                "accuracy": metrics["accuracy"],
-                "f1": metrics["f1"],
-                "parameters": f"{model['num_parameters'] / 1e6:.1f}M",
-                "train seconds": job["metrics"]["info"]["train_seconds"],
-            })
+            results.append(
+                {
+                    "model": name,
+                    "accuracy": metrics["accuracy"],
+                    "f1": metrics["f1"],
+                    "parameters": f"{model['num_parameters'] / 1e6:.1f}M",
+                    "train seconds": job["metrics"]["info"]["train_seconds"],
+                }
+            )
         sample = splits["test"][["question", "sentence"]].head(2).to_dict(orient="records")
-        prediction = client.post(f"/v1/models/{jobs['distilled student']['model']}/predict",
-                                 json={"rows": sample, "return_probabilities": True}).json()
+        prediction = client.post(
+            f"/v1/models/{jobs['distilled student']['model']}/predict",
+            json={"rows": sample, "return_probabilities": True},
+        ).json()
 
     table = pd.DataFrame(results).set_index("model")
     teacher, distilled, baseline = (r["accuracy"] for r in results)
     print(f"\nQNLI, {TEST_ROWS} test rows never trained on:")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     if teacher != baseline:
-        print(f"distillation ratio (distilled - no-distill) / (teacher - no-distill): "
-              f"{(distilled - baseline) / (teacher - baseline):.2f}")
+        print(
+            f"distillation ratio (distilled - no-distill) / (teacher - no-distill): "
+            f"{(distilled - baseline) / (teacher - baseline):.2f}"
+        )
     print(f"student predicts {prediction['predictions']} for two test rows")
     print(f"wall time: {time.perf_counter() - started:.0f} s")
 

@@ -200,13 +200,15 @@ class DistillationObjective(nn.Module):
 
     @property
     def online(self) -> bool:
-        return self.config.needs_online_teacher
+        return self.config.teacher_runs_online
 
     def student_forward_kwargs(self) -> dict[str, bool]:
-        return {
+        """Ask the student only for what the loss terms read (attention maps cost time)."""
+        wanted = {
             "output_hidden_states": self.config.needs_teacher_features or self.online,
             "output_attentions": self.config.attention_loss_weight > 0,
         }
+        return {name: True for name, needed in wanted.items() if needed}
 
     @torch.no_grad()
     def teacher_forward(self, positions: list[int], device: torch.device) -> TeacherBatch:

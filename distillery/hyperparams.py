@@ -90,6 +90,10 @@ class TrainingConfig:
         return self.intermediate_loss_weight > 0 or self.attention_loss_weight > 0
 
     @property
+    def teacher_runs_online(self) -> bool:
+        return self.teacher_mode == "online" or self.needs_online_teacher
+
+    @property
     def gradient_accumulation_steps(self) -> int:
         return max(1, -(-self.batch_size // self.per_device_batch_size))
 

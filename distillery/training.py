@@ -281,7 +281,7 @@ def train(
         teacher.model.to(device)
         if attention_maps:
             teacher.model.set_attn_implementation("eager")
-        online = config.teacher_mode == "online" or config.needs_online_teacher
+        online = config.teacher_runs_online
         teacher_rows = None
         runs: list[TeacherRun] = []
 

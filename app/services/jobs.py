@@ -10,7 +10,7 @@ from celery import Celery
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from app.auth import LOCAL_CALLER, Caller
+from app.auth import Caller
 from app.errors import Problem, not_found
 from app.orm import Dataset, Job, JobEvent, JobMetric, Model, is_well_formed_id, utcnow
 from app.pagination import paginate
@@ -232,9 +232,9 @@ def send_job(session: Session, celery: Celery, job: Job, base_queue: str) -> Non
     enqueue_job(celery, job.id, queue_for(base_queue, job.accelerator))
 
 
-def get_job(session: Session, job_id: str, *, caller: Caller = LOCAL_CALLER) -> Job:
+def get_job(session: Session, job_id: str, *, caller: Caller) -> Job:
     """The job, if `caller` may see it; else 404 (someone else's job is as absent as a missing
-    one). The default caller sees every job: routes must pass theirs."""
+    one)."""
     job = session.get(Job, job_id) if is_well_formed_id("job", job_id) else None
     if job is None or not caller.can_see(job.owner):
         raise not_found("job", job_id)

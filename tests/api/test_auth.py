@@ -83,6 +83,9 @@ def test_everything_one_key_creates_is_invisible_to_another(
         f"/v1/models/{model['id']}",
         f"/v1/models/{model['id']}/download",
         f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/events",
+        f"/v1/jobs/{job_id}/metrics",
+        f"/v1/jobs/{job_id}/report",
     ):
         response = auth_client.get(path)
         assert response.status_code == 404, (path, response.text)
@@ -92,10 +95,12 @@ def test_everything_one_key_creates_is_invisible_to_another(
         auth_client.delete(f"/v1/models/{model['id']}"),
         auth_client.post(f"/v1/models/{model['id']}/predict", json={"rows": [{"question": "a"}]}),
         auth_client.post(f"/v1/models/{model['id']}/evaluate", json={"dataset": dataset["id"]}),
+        auth_client.post(f"/v1/jobs/{job_id}/cancel"),
     ):
         assert response.status_code == 404, response.text
     assert auth_client.get("/v1/datasets").json() == {"data": [], "next_cursor": None}
     assert auth_client.get("/v1/models").json() == {"data": [], "next_cursor": None}
+    assert auth_client.get("/v1/jobs").json() == {"data": [], "next_cursor": None}
     refused = auth_client.post(
         "/v1/jobs",
         json={"kind": "distill", "train_dataset": dataset["id"], "teacher_model": model["id"]},

@@ -1,0 +1,90 @@
+"""Shared pieces of the benchmarks: QNLI splits, backbones, scoring a trained model on a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distillery.backbones import resolve_checkpoint  # noqa: E402
+from distillery.bundle import BundleMetadata, save_bundle  # noqa: E402
+from distillery.metrics import classification_metrics  # noqa: E402
+from distillery.predictor import Predictor, label_ids  # noqa: E402
+from distillery.training import TrainingResult  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+QNLI = SHARED / "data" / "qnli"
+RESULTS = ROOT / "bench" / "results"
+LABELS = ["entailment", "not_entailment"]
+TEXT_COLUMNS = ["question", "sentence"]
+MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_L3 = str(SHARED / "models" / "paraphrase-MiniLM-L3-v2")
+# Student backbones: name -> (checkpoint, layers kept)
+STUDENTS: dict[str, tuple[str, int | None]] = {
+    "paraphrase-MiniLM-L3-v2": (MINILM_L3, None),
+    "MiniLM-L6-cut-3": (MINILM_L6, 3),
+}
+
+
+def qnli_splits(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Disjoint: 1,000 test, 800 student-train, 200 tuning; the rest trains the teacher."""
+    rows = pd.read_csv(QNLI / "labeled.tsv", sep="\t").drop(columns=["index"])
+    rows = rows.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return {
+        "test": rows.iloc[:1000].reset_index(drop=True),
+        "student_train": rows.iloc[1000:1800].reset_index(drop=True),
+        "tuning": rows.iloc[1800:2000].reset_index(drop=True),
+        "teacher_train": rows.iloc[2000:].reset_index(drop=True),
+    }
+
+
+def unlabeled_rows(count: int, seed: int = 0) -> pd.DataFrame:
+    rows = pd.read_csv(QNLI / "unlabeled.tsv", sep="\t").drop(columns=["index"])
+    return rows.sample(n=min(count, len(rows)), random_state=seed).reset_index(drop=True)
+
+
+def backbone_path(name: str) -> Path:
+    return resolve_checkpoint(name)
+
+
+def save_result(result: TrainingResult, folder: Path) -> Path:
+    metadata = BundleMetadata("binary", LABELS, TEXT_COLUMNS)
+    return save_bundle(result.backbone.model, result.backbone.tokenizer, metadata, folder)
+
+
+def score(predictor: Predictor, frame: pd.DataFrame) -> dict[str, float]:
+    probabilities = predictor.predict_proba(frame)
+    return classification_metrics(label_ids(frame["label"], LABELS), probabilities)
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """bench/results/NAME.json, with the summary object last."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary = payload.pop("summary")
+    payload["summary"] = summary
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value))
+
+
+class Stopwatch:
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = time.perf_counter() - self.started
