@@ -345,6 +345,7 @@ def train(
         optimizer, lambda s: lr_multiplier(s, total_steps, warmup_steps, config.lr_schedule)
     )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    pin_memory = device.type == "cuda"
     info = {
         "device": str(device),
         "mixed_precision": "bf16" if use_bf16 else "fp32",
@@ -419,6 +420,9 @@ def train(
             if epoch_index == first_epoch and micro_index < skip_micro_batches:
                 continue
             batch = collate([train_rows[i] for i in positions], pad_id)
+            if pin_memory:
+                # Page-locked host memory lets the copy to the GPU overlap with compute.
+                batch = {k: v.pin_memory() for k, v in batch.items()}
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             targets = train_targets[positions].to(device)
             has_label = labeled[positions].to(device)
