@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 FAST = {
     "optimization.learning_rate": 3e-3,
-    "optimization.max_epochs": 8,
+    "optimization.max_epochs": 12,
     "env.batch_size": 16,
 }
 

@@ -36,7 +36,7 @@ def data(rows: int = 96, unlabeled: pd.DataFrame | None = None) -> TrainingData:
 
 def trained_bundle(backbone: Path, folder: Path) -> Path:
     # Ten epochs: a confident teacher, whose soft labels carry a clear signal.
-    config = parse_hyperparameters({**FAST, "optimization.max_epochs": 10})
+    config = parse_hyperparameters({**FAST, "optimization.max_epochs": 12})
     result = train(config, data(160), backbone)
     metadata = BundleMetadata("binary", LABELS, COLUMNS)
     return save_bundle(result.backbone.model, result.backbone.tokenizer, metadata, folder)

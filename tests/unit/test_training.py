@@ -19,7 +19,7 @@ from distillery.training import (
 from tests.factories import qnli_like_frame
 
 LABELS = ["entailment", "not_entailment"]
-FAST = {"optimization.learning_rate": 3e-3, "optimization.max_epochs": 8, "env.batch_size": 16}
+FAST = {"optimization.learning_rate": 3e-3, "optimization.max_epochs": 12, "env.batch_size": 16}
 
 
 def qnli_data(rows: int = 160) -> TrainingData:
