@@ -14,6 +14,7 @@ distilled run chose (no extra tuning of its own). Per seed, the distillation rat
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import torch
 from bench.common import (
     LABELS,
     MINILM_L6,
+    RESULTS,
     STUDENTS,
     TEXT_COLUMNS,
     Stopwatch,
@@ -57,6 +59,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--unlabeled-rows", type=int, default=2000)
+    parser.add_argument(
+        "--keep-other-students",
+        action="store_true",
+        help="keep results of students not run now from the existing quality.json",
+    )
     args = parser.parse_args()
     splits = qnli_splits()
     unlabeled = unlabeled_rows(args.unlabeled_rows)
@@ -155,6 +162,9 @@ def main() -> None:
         print(f"wrote {path}")
 
     report: dict[str, Any] = {}
+    if args.keep_other_students and (RESULTS / "quality.json").is_file():
+        earlier = json.loads((RESULTS / "quality.json").read_text())["students"]
+        report.update({name: v for name, v in earlier.items() if name not in args.students})
     for student in args.students:
         per_seed = []
         for seed in args.seeds:
@@ -190,20 +200,20 @@ def main() -> None:
                 f"{row['distilled_transfer']['ratio']:.2f}",
                 flush=True,
             )
-        report[student] = {
-            "seeds": per_seed,
-            **{
-                f"{name}_accuracy": spread([r[name]["test"]["accuracy"] for r in per_seed])
-                for name in ("no_distill", "distilled", "distilled_transfer")
-            },
-            "distill_ratio": spread([r["distilled"]["ratio"] for r in per_seed]),
-            "transfer_ratio": spread([r["distilled_transfer"]["ratio"] for r in per_seed]),
-            "distill_beats_nodistill_every_seed": all(
-                r["distilled"]["test"]["accuracy"] > r["no_distill"]["test"]["accuracy"]
-                for r in per_seed
-            ),
-        }
-        publish()
+            report[student] = {
+                "seeds": per_seed,
+                **{
+                    f"{name}_accuracy": spread([r[name]["test"]["accuracy"] for r in per_seed])
+                    for name in ("no_distill", "distilled", "distilled_transfer")
+                },
+                "distill_ratio": spread([r["distilled"]["ratio"] for r in per_seed]),
+                "transfer_ratio": spread([r["distilled_transfer"]["ratio"] for r in per_seed]),
+                "distill_beats_nodistill_every_seed": all(
+                    r["distilled"]["test"]["accuracy"] > r["no_distill"]["test"]["accuracy"]
+                    for r in per_seed
+                ),
+            }
+            publish()
 
 
 def spread(values: list[float]) -> dict[str, float]:
