@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from distillery.backbones import load_classifier
 from distillery.bundle import BundleMetadata, read_metadata
@@ -53,14 +52,10 @@ class Predictor:
             self.tokenizer, frame, self.metadata.text_columns, self.metadata.max_text_len
         )
         pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode():
-            return compute_outputs(
-                self.model,
-                rows,
-                batch_size=self.batch_size,
-                pad_token_id=pad_id,
-                device=self.device,
-            )
+        # compute_outputs runs under inference_mode itself.
+        return compute_outputs(
+            self.model, rows, batch_size=self.batch_size, pad_token_id=pad_id, device=self.device
+        )
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.problem_type == "regression":

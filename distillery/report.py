@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distillery.backbones import count_parameters
 from distillery.bundle import size_on_disk
 from distillery.inference import softmax
 from distillery.metrics import classification_metrics, regression_metrics
@@ -79,7 +80,7 @@ def side_report(predictor: Predictor, frame: pd.DataFrame, label_column: str) ->
         quality["ece"] = expected_calibration_error(true_ids, probabilities)
     return {
         **quality,
-        "parameters": sum(p.numel() for p in predictor.model.parameters()),
+        "parameters": count_parameters(predictor.model),
         "size_bytes": size_on_disk(predictor.folder),
         "cpu_latency": cpu_latency(predictor, frame),
         "_outputs": outputs,

@@ -29,7 +29,7 @@ from app.queue import RUN_JOB_TASK
 from app.services.jobs import label_space, student_backbone
 from app.services.models import register_bundle
 from app.storage import LocalArtifactStore, model_key
-from distillery.backbones import BackboneError
+from distillery.backbones import BackboneError, count_parameters
 from distillery.bundle import BundleError, BundleMetadata, save_bundle
 from distillery.checkpoints import remove_checkpoint
 from distillery.hyperparams import (
@@ -309,7 +309,7 @@ def train_job(
         labels=data.labels,
         text_columns=data.text_columns,
         max_text_len=config.max_text_len,
-        num_parameters=sum(p.numel() for p in result.backbone.model.parameters()),
+        num_parameters=count_parameters(result.backbone.model),
         architecture=type(result.backbone.model).__name__,
         metrics={"tuning": result.tuning_metrics},
         lineage={
