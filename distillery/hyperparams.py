@@ -70,6 +70,9 @@ class TrainingConfig:
     intermediate_pooling: str = "mean"
     attention_loss_weight: float = 0.0
     teacher_mode: str = "auto"
+    # Noisy copies of each labelled row, labelled by the teacher only (distillery/augment.py).
+    augmentation_copies: int = 0
+    augmentation_word_probability: float = 0.1
 
     @property
     def needs_teacher_features(self) -> bool:
@@ -220,6 +223,11 @@ _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "distiller.intermediate_pooling": ("intermediate_pooling", _one_of(INTERMEDIATE_POOLING)),
     "distiller.attention_loss_weight": ("attention_loss_weight", _number(0.0, 1000.0)),
     "distiller.teacher_mode": ("teacher_mode", _one_of(TEACHER_MODES)),
+    "distiller.augmentation_copies": ("augmentation_copies", _non_negative_int),
+    "distiller.augmentation_word_probability": (
+        "augmentation_word_probability",
+        _number(0.0, 0.5),
+    ),
     "optimization.validation_metric": (
         "validation_metric",
         _optional_one_of(VALIDATION_METRICS),

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distillery.augment import augmented_copies
 from distillery.backbones import Backbone, load_classifier
 from distillery.checkpoints import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
 from distillery.distill import (
@@ -243,6 +244,24 @@ def train(
     if tuning_frame is None:
         train_frame, tuning_frame = split_holdout(train_frame, config.seed)
     unlabeled_frame = data.unlabeled if data.unlabeled is not None else train_frame.iloc[:0]
+    augmented_rows = 0
+    if config.augmentation_copies:
+        if teacher is None:
+            raise HyperparameterError(
+                "distiller.augmentation_copies",
+                "augmented rows are labelled by the teacher: use a distill job",
+            )
+        augmented = augmented_copies(
+            train_frame,
+            data.text_columns,
+            config.augmentation_copies,
+            config.augmentation_word_probability,
+            seed=config.seed,
+        )
+        unlabeled_frame = pd.concat(
+            [unlabeled_frame[data.text_columns], augmented], ignore_index=True
+        )
+        augmented_rows = len(augmented)
 
     num_outputs = 1 if data.problem_type == "regression" else len(data.labels)
     id2label = dict(enumerate(data.labels)) if data.labels else None
@@ -322,6 +341,7 @@ def train(
                 "teacher_outputs": [run.source for run in runs],
                 "teacher_inference_seconds": round(sum(run.seconds for run in runs), 3),
                 "unlabeled_rows": len(unlabeled_frame),
+                "augmented_rows": augmented_rows,
             }
         )
         if objective.layer_map:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from distillery.augment import augmented_copies
 from distillery.bundle import BundleMetadata, save_bundle
 from distillery.distill import teacher_head_logits, teacher_outputs_for, uniform_layer_map
 from distillery.hyperparams import HyperparameterError, parse_hyperparameters
@@ -222,6 +223,39 @@ def test_transfer_set_rows_learn_only_from_the_teacher(
     assert result.info["train_rows"] == 32 + 64
     with pytest.raises(HyperparameterError, match="distill job"):
         train(config, data(32, unlabeled=unlabeled), tiny_student_dir)
+
+
+def test_augmented_copies_are_noisy_deterministic_and_never_empty() -> None:
+    frame = qnli_like_frame(40, seed=4)
+    copies = augmented_copies(frame, COLUMNS, copies=3, word_probability=0.2, seed=7)
+    assert list(copies.columns) == COLUMNS and len(copies) == 3 * 40
+    assert copies.equals(augmented_copies(frame, COLUMNS, 3, 0.2, seed=7))
+    assert not copies.equals(augmented_copies(frame, COLUMNS, 3, 0.2, seed=8))
+    # About one word in ten changes: most rows of ~11 words differ, some survive as they were.
+    light = augmented_copies(frame, COLUMNS, copies=3, word_probability=0.05, seed=7)
+    originals = pd.concat([frame[COLUMNS]] * 3, ignore_index=True)
+    changed = (light != originals).any(axis=1).mean()
+    assert 0.4 < changed < 0.95
+    assert (copies.map(lambda text: len(text.split())) > 0).all().all()
+    vocabulary = {word for text in frame["question"] for word in text.split()}
+    assert {w for text in copies["question"] for w in text.split()} <= vocabulary
+    unchanged = augmented_copies(frame, COLUMNS, copies=1, word_probability=0.0, seed=7)
+    assert unchanged.equals(frame[COLUMNS].reset_index(drop=True))
+
+
+def test_augmented_rows_join_the_transfer_set(bert_teacher: Path, tiny_student_dir: Path) -> None:
+    config = parse_hyperparameters(
+        {**FAST, "optimization.max_epochs": 1, "distiller.augmentation_copies": 2}
+    )
+    unlabeled = qnli_like_frame(10, seed=9).drop(columns=["label"])
+    result = train(
+        config, data(32, unlabeled=unlabeled), tiny_student_dir, teacher=Predictor(bert_teacher)
+    )
+    assert result.info["augmented_rows"] == 64
+    assert result.info["unlabeled_rows"] == 10 + 64
+    assert result.info["train_rows"] == 32 + 10 + 64
+    with pytest.raises(HyperparameterError, match="distill job"):
+        train(config, data(32), tiny_student_dir)
 
 
 class TestTeacherCache:
