@@ -7,13 +7,16 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 import psycopg
@@ -185,6 +188,62 @@ def start_worker(tmp_path: Path) -> Iterator:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator:
+    """Start a real `uvicorn --factory app.main:create_app` process on a free port with these
+    settings' environment; returns its base URL. Stopped (SIGTERM, then SIGKILL) at teardown."""
+    servers: list[tuple[subprocess.Popen, TextIO]] = []
+
+    def start(settings: Settings) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log_path = tmp_path / f"uvicorn-{port}.log"
+        log_file = log_path.open("w")
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"),
+                *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            ],
+            cwd=ROOT,
+            env=settings_env(settings),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        servers.append((process, log_file))
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                    return base_url
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError(f"uvicorn not answering in 60s:\n{log_path.read_text()}")
+
+    yield start
+    for process, log_file in servers:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
+
+
+def start_api_and_worker(settings: Settings, start_worker, live_server) -> str:
+    """Start a worker and a live server side by side (both spend seconds importing torch);
+    returns the server's base URL once both are ready."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        worker = pool.submit(start_worker, settings)
+        base_url = live_server(settings)
+        worker.result()
+    return base_url
 
 
 def upload_table(client: TestClient | httpx.Client, frame, filename: str, **form: str) -> dict:

@@ -1,18 +1,18 @@
-"""`distillery` command: run the service's processes (serve, worker, reaper, migrate).
+"""The service's own processes: migrate, serve, worker, reaper, and API keys.
 
-Each subcommand reads the same DISTILLERY_* settings as the service, so one environment
-configures every process of a deployment.
+Each reads the same DISTILLERY_* settings as the service, so one environment configures every
+process of a deployment.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def migrate() -> None:
@@ -29,7 +29,21 @@ def migrate() -> None:
 def serve(host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+    from app.config import get_settings
+    from app.logging_setup import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    # uvicorn's own log setup and access log would bypass ours: its records reach our handler
+    # (JSON or text) through the root logger, and RequestIdMiddleware writes the access lines.
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 def has_cuda() -> bool:
@@ -50,21 +64,47 @@ def worker(concurrency: int, queues: str | None) -> None:
     )
 
 
+def reaper_alive_file() -> Path:
+    # In the temporary folder, not DISTILLERY_HOME: a container's own, where a home on a volume
+    # shared by several containers would let one reaper's pass vouch for another.
+    return Path(tempfile.gettempdir()) / "distillery-reaper.alive"
+
+
 def reaper() -> None:
     """Run the reaper alone (workers run one too; running several is safe)."""
-    import logging
-
     from app.config import get_settings
     from app.db import make_engine, make_session_factory
+    from app.logging_setup import configure_logging
     from worker.celery_app import celery
     from worker.reaper import ReaperThread
 
-    logging.basicConfig(level=logging.INFO)
     settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    settings.ensure_local_dirs()
     thread = ReaperThread(
-        make_session_factory(make_engine(settings.resolved_database_url())), celery, settings
+        make_session_factory(make_engine(settings.resolved_database_url())),
+        celery,
+        settings,
+        alive_file=reaper_alive_file(),
     )
     thread.run()
+
+
+def reaper_check() -> None:
+    """Exit 0 when the reaper finished a pass lately (three intervals, plus slack), else 1: the
+    container health check of a reaper running on its own."""
+    import time
+
+    from app.config import get_settings
+
+    limit = 3 * get_settings().reaper_interval_seconds + 30
+    alive = reaper_alive_file()
+    if not alive.is_file():
+        sys.exit(f"unhealthy: {alive} missing (no reaper pass has reached the database yet)")
+    age = time.time() - alive.stat().st_mtime
+    if age > limit:
+        sys.exit(f"unhealthy: last reaper pass {age:.0f} s ago (limit {limit:.0f} s)")
+    print(f"healthy: last reaper pass {age:.0f} s ago")
 
 
 def keys(args: argparse.Namespace) -> None:
@@ -95,45 +135,3 @@ def keys(args: argparse.Namespace) -> None:
                 role = "admin" if key.is_admin else "user"
                 print(f"{key.id}\t{key.prefix}...\t{role}\t{state}\t{key.name}")
     engine.dispose()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="distillery", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="upgrade the database schema to the latest revision")
-    serve_parser = commands.add_parser("serve", help="run the HTTP API")
-    serve_parser.add_argument("--host", default=os.environ.get("DISTILLERY_HOST", "127.0.0.1"))
-    serve_parser.add_argument("--port", type=int, default=8000)
-    worker_parser = commands.add_parser("worker", help="run a Celery worker for training jobs")
-    worker_parser.add_argument("--concurrency", type=int, default=1)
-    worker_parser.add_argument(
-        "--queues",
-        default=None,
-        help="default: the GPU or CPU queue (as this machine has) plus the shared one",
-    )
-    commands.add_parser("reaper", help="re-queue or fail jobs whose worker is gone")
-    keys_parser = commands.add_parser("keys", help="create, revoke or list API keys")
-    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    create_parser = key_commands.add_parser("create", help="make a key; prints its secret once")
-    create_parser.add_argument("--name", required=True, help="who or what the key is for")
-    create_parser.add_argument(
-        "--admin", action="store_true", help="the key sees every owner's datasets, models, jobs"
-    )
-    revoke_parser = key_commands.add_parser("revoke", help="revoke a key by its id (key_...)")
-    revoke_parser.add_argument("key_id")
-    key_commands.add_parser("list", help="list keys (ids, prefixes, roles; never secrets)")
-    args = parser.parse_args(argv)
-    if args.command == "migrate":
-        migrate()
-    elif args.command == "serve":
-        serve(args.host, args.port)
-    elif args.command == "keys":
-        keys(args)
-    elif args.command == "reaper":
-        reaper()
-    else:
-        worker(args.concurrency, args.queues)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,0 +1,5 @@
+import sys
+
+from app.cli import main
+
+main(sys.argv[1:])
