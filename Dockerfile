@@ -47,7 +47,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     DISTILLERY_HOME=/var/lib/distillery \
-    DISTILLERY_ARTIFACT_DIR=/var/lib/distillery/artifacts
+    DISTILLERY_ARTIFACT_DIR=/var/lib/distillery/artifacts \
+    DISTILLERY_LOG_FORMAT=json
 
 RUN groupadd --system --gid 10001 distillery \
  && useradd --system --uid 10001 --gid distillery \
@@ -71,7 +72,11 @@ USER distillery
 
 EXPOSE 8000
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
+# The API's check (ready: database, broker and artifact store answer); docker-compose.yml gives
+# workers and the reaper their own.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=8).status == 200 else 1)"]
 
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+# `distillery serve` rather than bare uvicorn: its logs (startup, errors) go through the same
+# JSON handler as the request lines.
+CMD ["distillery", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.errors import Problem
 from app.idempotency import Idempotency
 from app.serving import PredictorCache
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -23,7 +23,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_store(request: Request) -> LocalArtifactStore:
+def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
@@ -40,7 +40,7 @@ def get_predictors(request: Request) -> PredictorCache:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 PredictorsDep = Annotated[PredictorCache, Depends(get_predictors)]

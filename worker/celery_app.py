@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
 from app.config import get_settings
 from app.db import make_engine, make_session_factory
+from app.logging_setup import configure_logging
 from app.queue import make_celery
 
 celery = make_celery(get_settings())
@@ -29,6 +30,14 @@ celery.conf.update(
 app = celery
 
 _reaper: Any = None
+
+
+@setup_logging.connect
+def use_distillery_logging(**_: Any) -> None:
+    """Celery's log setup replaced by ours: the same JSON or text lines as the API, each
+    carrying the job id while a job runs (worker/tasks.py sets it)."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
 
 
 @worker_ready.connect

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from celery import Celery
@@ -106,11 +107,21 @@ def reap_once(session: Session, celery: Celery, settings: Settings) -> dict[str,
 
 
 class ReaperThread(threading.Thread):
-    """Runs `reap_once` every `reaper_interval_seconds` until stopped."""
+    """Runs `reap_once` every `reaper_interval_seconds` until stopped.
 
-    def __init__(self, factory: sessionmaker[Session], celery: Celery, settings: Settings) -> None:
+    With `alive_file`, each pass that reached the database touches it: its age is the health of
+    a reaper running on its own (`distillery reaper --check`)."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        celery: Celery,
+        settings: Settings,
+        alive_file: Path | None = None,
+    ) -> None:
         super().__init__(name="distillery-reaper", daemon=True)
         self.factory, self.celery, self.settings = factory, celery, settings
+        self.alive_file = alive_file
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -120,5 +131,7 @@ class ReaperThread(threading.Thread):
                     outcome = reap_once(session, self.celery, self.settings)
                 if any(outcome.values()):
                     log.info("reaper: %s", outcome)
+                if self.alive_file is not None:
+                    self.alive_file.touch()
             except Exception:  # the database or broker is down: try again next round
                 log.warning("reaper pass failed", exc_info=True)

@@ -18,7 +18,7 @@ from app.services.datasets import (
     list_datasets,
     read_server_file,
 )
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 from app.uploads import parse_name_list, read_capped
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -28,7 +28,7 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
     return DatasetOut.model_validate(dataset, from_attributes=True)
 
 
-def dataset_detail(store: LocalArtifactStore, dataset: Dataset) -> DatasetDetail:
+def dataset_detail(store: ArtifactStore, dataset: Dataset) -> DatasetDetail:
     return DatasetDetail(**dataset_out(dataset).model_dump(), **describe_stored(store, dataset))
 
 

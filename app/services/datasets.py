@@ -17,7 +17,7 @@ from app.errors import Problem, not_found
 from app.orm import TERMINAL_STATUSES, Dataset, Job, is_well_formed_id, new_id, utcnow
 from app.pagination import paginate
 from app.schemas import ColumnDetail
-from app.storage import LocalArtifactStore, dataset_key
+from app.storage import ArtifactStore, dataset_key
 from distillery.tables import (
     TableError,
     describe_table,
@@ -41,7 +41,7 @@ def clean_name(raw: str | None, fallback: str) -> str:
 
 def ingest_dataset(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     *,
     filename: str,
     content: bytes,
@@ -139,10 +139,10 @@ def list_datasets(
     return paginate(session, query, Dataset.created_at, Dataset.id, limit, cursor)
 
 
-def describe_stored(store: LocalArtifactStore, dataset: Dataset) -> dict[str, Any]:
+def describe_stored(store: ArtifactStore, dataset: Dataset) -> dict[str, Any]:
     """Column types and roles, and the first rows, read from the stored Parquet's footer and
     first row group only."""
-    parquet = pq.ParquetFile(store.path(dataset.storage_key))
+    parquet = pq.ParquetFile(store.local_file(dataset.storage_key))
     text_columns = set(dataset.text_columns)
     details = [
         ColumnDetail(
@@ -189,7 +189,7 @@ def active_jobs_using(session: Session, *, dataset_id: str | None = None) -> lis
 
 
 def delete_dataset(
-    session: Session, store: LocalArtifactStore, dataset_id: str, caller: Caller
+    session: Session, store: ArtifactStore, dataset_id: str, caller: Caller
 ) -> None:
     """Delete the dataset's table and hide its row; 409 while an unfinished job uses it.
 

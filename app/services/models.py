@@ -31,7 +31,7 @@ from app.errors import Problem, not_found
 from app.orm import TERMINAL_STATUSES, Job, Model, is_well_formed_id, new_id, utcnow
 from app.pagination import paginate
 from app.services.datasets import clean_name
-from app.storage import LocalArtifactStore, model_key
+from app.storage import ArtifactStore, model_key
 from distillery.backbones import (
     BackboneError,
     count_parameters,
@@ -324,7 +324,7 @@ def _check_text_columns(text_columns: list[str]) -> None:
 
 def register_upload(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     *,
     filename: str,
     content: bytes,
@@ -336,7 +336,7 @@ def register_upload(
     """Unpack, validate (config, weights, tokenizer, label map) and register a checkpoint."""
     _check_text_columns(text_columns)
     filename = clean_name(Path(filename).name, "checkpoint")
-    with tempfile.TemporaryDirectory(dir=store.root) as scratch:
+    with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
         unpacked = Path(scratch) / "unpacked"
         unpacked.mkdir()
         extract_archive(content, filename, unpacked)
@@ -394,9 +394,7 @@ def register_upload(
         backbone.model.config.save_pretrained(root)
         write_metadata(root, metadata)
         model_id = new_id("mdl")
-        destination = store.path(model_key(model_id))
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(root), destination)
+        destination = store.put_folder(model_key(model_id), root)
     return _record_model(
         session,
         model_id,
@@ -410,10 +408,10 @@ def register_upload(
 
 
 def register_bundle(
-    session: Session, store: LocalArtifactStore, model_id: str, name: str, job_id: str
+    session: Session, store: ArtifactStore, model_id: str, name: str, job_id: str
 ) -> Model:
     """Record a bundle a job already wrote at the model's key; the job's owner owns it."""
-    folder = store.path(model_key(model_id))
+    folder = store.local_folder(model_key(model_id))
     job = session.get(Job, job_id)
     return _record_model(
         session,
@@ -487,7 +485,7 @@ def active_jobs_using_model(session: Session, model_id: str) -> list[str]:
 
 
 def delete_model(
-    session: Session, store: LocalArtifactStore, model_id: str, caller: Caller
+    session: Session, store: ArtifactStore, model_id: str, caller: Caller
 ) -> Model:
     """Delete the model's bundle and hide its row; 409 while an unfinished job uses it."""
     model = get_model(session, model_id, caller=caller)
@@ -506,18 +504,18 @@ def delete_model(
     return model
 
 
-def bundle_archive(store: LocalArtifactStore, model: Model) -> Path:
+def bundle_archive(store: ArtifactStore, model: Model) -> Path:
     """The model's bundle folder as a .tar.gz in a temporary file; the caller removes it."""
-    handle, name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=store.root)
+    handle, name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=store.scratch_dir())
     os.close(handle)
     with tarfile.open(name, "w:gz") as archive:
-        archive.add(store.path(model.storage_key), arcname=model.id)
+        archive.add(store.local_folder(model.storage_key), arcname=model.id)
     return Path(name)
 
 
 def resolve_backbone(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     name: str,
     caller: Caller | None = None,
     allowed_roots: list[Path] | None = None,
@@ -536,7 +534,7 @@ def resolve_backbone(
             or (caller is not None and not caller.can_see(model.owner))
         ):
             raise BackboneError(f"checkpoint '{name}' looks like a model id, but no such model")
-        return store.path(model.storage_key)
+        return store.local_folder(model.storage_key)
     folder = resolve_checkpoint(name)
     if caller is not None and not caller.is_admin and Path(name).expanduser().is_dir():
         resolved = folder.resolve()
