@@ -1,15 +1,20 @@
-"""AutoGluon AutoMM's distillation tutorial, replayed through Distillery's REST API.
+"""AutoGluon AutoMM's distillation tutorial, replayed through Distillery's Python client.
 
 Starts the service on the embedded default (SQLite, serverless Celery broker, local artifacts)
-in demo/output/, then over HTTP: uploads QNLI tables, fine-tunes an all-MiniLM-L6-v2 teacher on
-rows the student never sees, distills a 3-layer student cut from the same pretrained model, trains
-the same student without the teacher, and compares the three on 1,000 held-out test rows.
+in demo/output/, then with `distillery.client` (HTTP underneath): uploads QNLI tables, fine-tunes
+an all-MiniLM-L6-v2 teacher on rows the student never sees, distills a 3-layer student cut from
+the same pretrained model, trains the same student without the teacher, compares the three on
+1,000 held-out test rows, and saves the server's distillation report (learning curves and a
+comparison chart as PNG, and an HTML page with both) to a folder.
 
-    python demo/qnli_tutorial.py            # the README's command 1 runs this
+    python demo/qnli_tutorial.py                        # the README's command 1 runs this
+    python demo/qnli_tutorial.py --report-dir my-report # report elsewhere
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import socket
@@ -23,10 +28,13 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from distillery.client import Client, Job
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = HERE / "data" / "qnli.tsv"
 OUTPUT = HERE / "output"
+REPORT_DIR = OUTPUT / "report"
 
 SEED = 0
 TEST_ROWS, STUDENT_TRAIN_ROWS, TUNING_ROWS, TEACHER_TRAIN_ROWS = 1000, 800, 200, 2000
@@ -133,111 +141,104 @@ def running_service(home: Path) -> Iterator[str]:
                 process.kill()
 
 
-def upload(client: httpx.Client, frame: pd.DataFrame, name: str) -> str:
-    content = frame.to_csv(index=False).encode()
-    response = client.post(
-        "/v1/datasets",
-        files={"file": (f"{name}.csv", content)},
-        data={"name": name, "label": "label"},
-    )
-    response.raise_for_status()
-    return response.json()["id"]
+def write_report(client: Client, distilled: Job, baseline: Job, folder: Path) -> dict:
+    """Save the server's report on the distill job, against the no-distill baseline, in every
+    form the endpoint serves: report.json, report.html (figures embedded), report.png (curves
+    above bars), curves.png and bars.png. Returns the JSON report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report = distilled.report(baseline=baseline, format="json")
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "report.html").write_bytes(distilled.report(baseline=baseline, format="html"))
+    (folder / "report.png").write_bytes(distilled.report(baseline=baseline, format="png"))
+    # The client's report() draws the default (combined) figure; each figure alone is the
+    # endpoint's `figure` query parameter, asked here on the client's own connection.
+    for figure in ("curves", "bars"):
+        response = client.http.get(
+            f"/v1/jobs/{distilled.id}/report",
+            params={"baseline_job": baseline.id, "figure": figure},
+            headers={"Accept": "image/png"},
+        )
+        response.raise_for_status()
+        (folder / f"{figure}.png").write_bytes(response.content)
+    return report
 
 
-def submit(client: httpx.Client, body: dict) -> str:
-    response = client.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise RuntimeError(f"job refused: {response.text}")
-    return response.json()["id"]
-
-
-def wait(client: httpx.Client, job_id: str, label: str) -> dict:
-    last = ""
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        line = f"  {label}: {job['status']} {job['progress'] * 100:5.1f}%"
-        latest = job["metrics"].get("latest")
-        if latest:
-            line += f"  epoch {latest['epoch']:.2f}  loss {latest['loss']:.4f}"
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            if job["status"] != "succeeded":
-                raise RuntimeError(f"{label} job {job['status']}: {job['error']}")
-            return job
-        time.sleep(2)
+def milliseconds(side: dict | None) -> float | None:
+    latency = (side or {}).get("cpu_latency") or {}
+    return latency.get("batched_ms_per_row")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=REPORT_DIR,
+        help=f"where the report's PNG and HTML files go (default: {REPORT_DIR})",
+    )
+    arguments = parser.parse_args()
     started = time.perf_counter()
     splits = split_rows()
     home = OUTPUT / ".distillery"
     shutil.rmtree(home, ignore_errors=True)
-    with running_service(home) as base_url, httpx.Client(base_url=base_url, timeout=600) as client:
+    with running_service(home) as base_url, Client(url=base_url, timeout=600) as client:
         print(f"Distillery at {base_url} (embedded default: SQLite + SQLAlchemy broker)")
-        ids = {name: upload(client, frame, name) for name, frame in splits.items()}
+        datasets = {
+            name: client.upload_dataset(frame, name=name, label="label")
+            for name, frame in splits.items()
+        }
         print("datasets: " + ", ".join(f"{n}={len(f)} rows" for n, f in splits.items()))
 
-        teacher_job = wait(
-            client,
-            submit(
-                client,
-                {
-                    "kind": "finetune",
-                    "train_dataset": ids["teacher_train"],
-                    "hyperparameters": TEACHER_HYPERPARAMETERS,
-                },
-            ),
-            "teacher (MiniLM-L6, fine-tune)",
+        print("teacher (MiniLM-L6, fine-tune)")
+        teacher_job = client.fit(
+            datasets["teacher_train"], hyperparameters=TEACHER_HYPERPARAMETERS
+        ).wait(progress=True)
+        distill_job = client.fit(
+            datasets["student_train"],
+            tuning_data=datasets["tuning"],
+            teacher=teacher_job,
+            hyperparameters={**STUDENT_HYPERPARAMETERS, **DISTILLER_HYPERPARAMETERS},
         )
-        common = {"train_dataset": ids["student_train"], "tuning_dataset": ids["tuning"]}
-        distill_id = submit(
-            client,
-            {
-                **common,
-                "kind": "distill",
-                "teacher_model": teacher_job["model"],
-                "hyperparameters": {**STUDENT_HYPERPARAMETERS, **DISTILLER_HYPERPARAMETERS},
-            },
+        nodistill_job = client.fit(
+            datasets["student_train"],
+            tuning_data=datasets["tuning"],
+            hyperparameters=STUDENT_HYPERPARAMETERS,
         )
-        nodistill_id = submit(
-            client,
-            {
-                **common,
-                "kind": "finetune",
-                "hyperparameters": STUDENT_HYPERPARAMETERS,
-            },
-        )
+        print("student (3 layers, distill)")
+        distill_job.wait(progress=True)
+        print("student (3 layers, no distill)")
+        nodistill_job.wait(progress=True)
         jobs = {
             "teacher": teacher_job,
-            "distilled student": wait(client, distill_id, "student (3 layers, distill)"),
-            "no-distill student": wait(client, nodistill_id, "student (3 layers, no distill)"),
+            "distilled student": distill_job,
+            "no-distill student": nodistill_job,
         }
 
+        report = write_report(client, distill_job, nodistill_job, arguments.report_dir)
+        # CPU latency is measured by the report (teacher and distilled student, same machine,
+        # same tuning rows); the no-distill student is the distilled one's architecture.
+        latency = {
+            "teacher": milliseconds(report["teacher"]),
+            "distilled student": milliseconds(report["student"]),
+            "no-distill student": milliseconds(report.get("baseline")),
+        }
         results = []
         for name, job in jobs.items():
-            model = client.get(f"/v1/models/{job['model']}").json()
-            evaluation = client.post(
-                f"/v1/models/{job['model']}/evaluate", json={"dataset": ids["test"]}
-            )
-            evaluation.raise_for_status()
-            metrics = evaluation.json()["metrics"]
+            model = job.model
+            metrics = model.evaluate(datasets["test"])
             results.append(
                 {
                     "model": name,
                     "accuracy": metrics["accuracy"],
                     "f1": metrics["f1"],
-                    "parameters": f"{model['num_parameters'] / 1e6:.1f}M",
-                    "train seconds": job["metrics"]["info"]["train_seconds"],
+                    "parameters": f"{model.num_parameters / 1e6:.1f}M",
+                    "size": f"{model.size_bytes / 1e6:.1f} MB",
+                    "CPU ms/row": "n/a" if latency[name] is None else f"{latency[name]:.2f}",
+                    "train seconds": job.summary["info"]["train_seconds"],
                 }
             )
-        report = client.get(f"/v1/jobs/{distill_id}/report").json()
-        sample = splits["test"][["question", "sentence"]].head(2).to_dict(orient="records")
-        prediction = client.post(
-            f"/v1/models/{jobs['distilled student']['model']}/predict",
-            json={"rows": sample, "return_probabilities": True},
-        ).json()
+        sample = splits["test"][["question", "sentence"]].head(2)
+        prediction = distill_job.model.predict(sample)
 
     table = pd.DataFrame(results).set_index("model")
     teacher, distilled, baseline = (r["accuracy"] for r in results)
@@ -248,14 +249,17 @@ def main() -> None:
             f"distillation ratio (distilled - no-distill) / (teacher - no-distill): "
             f"{(distilled - baseline) / (teacher - baseline):.2f}"
         )
-    teacher_ms = report["teacher"]["cpu_latency"]["batched_ms_per_row"]
-    student_ms = report["student"]["cpu_latency"]["batched_ms_per_row"]
+    teacher_ms, student_ms = latency["teacher"], latency["distilled student"]
     print(
         f"CPU latency per row (batches of 32): teacher {teacher_ms:.1f} ms, student "
         f"{student_ms:.1f} ms ({teacher_ms / student_ms:.1f}x faster); student-teacher "
         f"agreement {report['agreement']:.3f} on the tuning rows"
     )
-    print(f"student predicts {prediction['predictions']} for two test rows")
+    print(f"student predicts {prediction.tolist()} for two test rows")
+    print(
+        f"report (learning curves, comparison chart, HTML page): "
+        f"{arguments.report_dir.resolve()}/report.html, report.png, curves.png, bars.png"
+    )
     print(f"wall time: {time.perf_counter() - started:.0f} s")
 
 

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.deps import CallerDep, CeleryDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json
+from app.negotiation import choose_media_type
 from app.orm import Job, utcnow
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import (
@@ -30,6 +32,7 @@ from app.services.jobs import (
     list_jobs,
     submit_job,
 )
+from app.services.reports import ReportFigure, report_html, report_png
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -171,11 +174,32 @@ def read_metrics(
     )
 
 
+REPORT_MEDIA_TYPES = ("application/json", "image/png", "text/html")
+# application/json comes from response_model; the drawn forms are documented here.
+REPORT_CONTENT = {
+    "image/png": {
+        "schema": {"type": "string", "format": "binary"},
+        "example": "the figure chosen by `figure`, as PNG bytes",
+    },
+    "text/html": {
+        "schema": {"type": "string"},
+        "example": "<!doctype html>... curves and bars as data: URIs, the numbers as tables",
+    },
+}
+
+
 @router.get(
     "/{job_id}/report",
     response_model=dict[str, Any],
     operation_id="get_job_report",
-    responses=problem_responses(404, 409, 422),
+    responses={
+        200: {
+            "description": "The report as JSON (default), a PNG figure or an HTML page, as "
+            "`Accept` asks",
+            "content": REPORT_CONTENT,
+        },
+        **problem_responses(404, 406, 409, 422),
+    },
 )
 def read_report(
     job_id: str,
@@ -186,7 +210,23 @@ def read_report(
         description="A fine-tune job of the same student on the same tuning dataset: adds the "
         "distillation ratio (distilled - baseline) / (teacher - baseline)",
     ),
-) -> dict[str, Any]:
+    figure: ReportFigure = Query(
+        default="overview",
+        description="For `Accept: image/png`: `curves` (training loss terms per step, "
+        "validation metrics per validation), `bars` (teacher / distilled / baseline on "
+        "quality, parameters, size on disk, CPU ms per row) or `overview` (both in one image)",
+    ),
+    accept: str | None = Header(default=None, include_in_schema=False),
+) -> dict[str, Any] | Response:
     """A distill job's distillation report: student and teacher quality on the tuning rows,
-    agreement, calibration (ECE), parameters, size on disk and CPU latency per row."""
-    return job_report(session, job_id, baseline_job, caller)
+    agreement, calibration (ECE), parameters, size on disk and CPU latency per row.
+    `Accept: image/png` draws it, `text/html` gives one page with the figures and numbers."""
+    media_type = choose_media_type(accept, REPORT_MEDIA_TYPES)
+    if media_type == "image/png":
+        png = report_png(session, job_id, baseline_job, caller, figure)
+        return Response(png, media_type="image/png", headers={"Vary": "Accept"})
+    if media_type == "text/html":
+        page = report_html(session, job_id, baseline_job, caller)
+        return HTMLResponse(page, headers={"Vary": "Accept"})
+    report = job_report(session, job_id, baseline_job, caller)
+    return JSONResponse(jsonable_encoder(report), headers={"Vary": "Accept"})

@@ -1,0 +1,71 @@
+"""The distillation report as pictures: learning curves and comparison bars (PNG), or one HTML
+page with both and the numbers. The numbers come from `job_report`; drawing is the core's."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth import Caller
+from app.orm import JobMetric
+from app.services.jobs import job_report
+from distillery.report_render import render_bars, render_curves, render_html, render_overview
+
+ReportFigure = Literal["overview", "curves", "bars"]
+
+
+def learning_curve_records(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """The job's logged steps and validations, one per (kind, step): where an attempt was
+    retried and resumed, the later attempt's row wins."""
+    latest: dict[tuple[str, int], JobMetric] = {}
+    for metric in session.scalars(
+        select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.id)
+    ):
+        latest[(metric.kind, metric.step)] = metric
+    return [
+        {"kind": m.kind, "step": m.step, "epoch": m.epoch, "values": m.values}
+        for m in sorted(latest.values(), key=lambda m: (m.step, m.id))
+    ]
+
+
+def _figures(
+    session: Session, report: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    # job_report has already checked that the caller may see both jobs.
+    baseline = report.get("baseline")
+    return (
+        learning_curve_records(session, report["job"]),
+        learning_curve_records(session, baseline["job"]) if baseline else None,
+    )
+
+
+def report_png(
+    session: Session,
+    job_id: str,
+    baseline_job_id: str | None,
+    caller: Caller,
+    figure: ReportFigure,
+) -> bytes:
+    report = job_report(session, job_id, baseline_job_id, caller)
+    if figure == "bars":
+        return render_bars(report)
+    student, baseline = _figures(session, report)
+    if figure == "curves":
+        return render_curves(student, baseline, title=f"learning curves: {report['job']}")
+    return render_overview(report, student, baseline)
+
+
+def report_html(session: Session, job_id: str, baseline_job_id: str | None, caller: Caller) -> str:
+    report = job_report(session, job_id, baseline_job_id, caller)
+    student, baseline = _figures(session, report)
+    return render_html(
+        report,
+        {
+            "learning curves: training loss terms per step, validation on the tuning rows": (
+                render_curves(student, baseline, title=f"learning curves: {report['job']}")
+            ),
+            "teacher, distilled student and no-distill baseline side by side": render_bars(report),
+        },
+    )

@@ -1,0 +1,296 @@
+"""The distillation report drawn for people: learning curves and a comparison chart as PNG, and
+one self-contained HTML page that embeds them next to the numbers.
+
+Input is the report as `distillery.report` (plus the service's ids and names) produces it, and
+metric records shaped like `GET /v1/jobs/{id}/metrics` rows: `{"kind": "train" | "validation",
+"step": int, "epoch": float, "values": {name: number}}`. Names in the report come from users,
+so the page escapes every string it shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The Agg canvas and Figure directly, never pyplot: no display needed, no global figure state,
+# so request threads can draw at the same time.
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+MetricRecord = Mapping[str, Any]
+
+SIDES = ("teacher", "student", "baseline")
+SIDE_TITLES = {"teacher": "teacher", "student": "distilled", "baseline": "no-distill"}
+SIDE_COLOURS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c"}
+# Validation values worth a curve, in the order they are drawn; the rest (log_loss, mae, ...)
+# stay in the JSON and the metrics endpoint.
+VALIDATION_CURVES = ("accuracy", "f1", "f1_macro", "teacher_agreement", "rmse", "r2")
+METRIC_COLOURS = ("#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#d62728", "#bcbd22")
+DPI = 110
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _series(records: Sequence[MetricRecord], kind: str, name: str) -> tuple[list[int], list[float]]:
+    steps, values = [], []
+    for record in records:
+        value = record["values"].get(name)
+        if record["kind"] == kind and _is_number(value):
+            steps.append(int(record["step"]))
+            values.append(float(value))
+    return steps, values
+
+
+def _loss_names(records: Sequence[MetricRecord]) -> list[str]:
+    """`loss` (the weighted total) first, then each term the run logged."""
+    names = {n for r in records if r["kind"] == "train" for n in r["values"] if n.endswith("loss")}
+    return sorted(names, key=lambda n: (n != "loss", n))
+
+
+def _draw_losses(
+    axes: Axes, student: Sequence[MetricRecord], baseline: Sequence[MetricRecord] | None
+) -> None:
+    for name in _loss_names(student):
+        axes.plot(*_series(student, "train", name), label=f"distilled {name}", linewidth=1.4)
+    if baseline:
+        steps, values = _series(baseline, "train", "loss")
+        axes.plot(steps, values, "--", color="black", label="no-distill loss", linewidth=1.2)
+    axes.set_title("training loss per step")
+    axes.set_xlabel("step")
+    _legend_or_note(axes, "no training steps logged")
+
+
+def _draw_validation(
+    axes: Axes, student: Sequence[MetricRecord], baseline: Sequence[MetricRecord] | None
+) -> None:
+    # One colour per metric: solid for the distilled student, dashed for the baseline.
+    for colour, name in zip(METRIC_COLOURS, VALIDATION_CURVES, strict=True):
+        steps, values = _series(student, "validation", name)
+        if steps:
+            axes.plot(steps, values, color=colour, marker="o", ms=3, label=f"distilled {name}")
+        if baseline and name != "teacher_agreement":
+            steps, values = _series(baseline, "validation", name)
+            if steps:
+                axes.plot(
+                    steps, values, "--", color=colour, marker="s", ms=3, label=f"no-distill {name}"
+                )
+    axes.set_title("validation on the tuning rows")
+    axes.set_xlabel("step")
+    _legend_or_note(axes, "no validations logged")
+
+
+def _legend_or_note(axes: Axes, note: str) -> None:
+    if axes.lines:
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
+    else:
+        axes.text(0.5, 0.5, note, ha="center", va="center", transform=axes.transAxes)
+
+
+def _bar_panels(report: Mapping[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
+    """(panel title, value per side) for each quantity the bar chart compares."""
+    student = report["student"]
+    if "rmse" in student:
+        quality = ("rmse", "r2")
+    else:
+        quality = ("accuracy", "f1" if "f1" in student else "f1_macro")
+    panels: list[tuple[str, dict[str, float | None]]] = []
+    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
+
+    def values(read: Any) -> dict[str, float | None]:
+        result: dict[str, float | None] = {}
+        for side in sides:
+            value = read(report[side])
+            result[side] = float(value) if _is_number(value) else None
+        return result
+
+    for metric in quality:
+        panels.append((metric, values(lambda side, m=metric: side.get(m))))
+    panels.append(("parameters (M)", values(lambda side: _scaled(side.get("parameters"), 1e6))))
+    panels.append(("size on disk (MB)", values(lambda side: _scaled(side.get("size_bytes"), 1e6))))
+    panels.append(
+        (
+            "CPU ms per row (batched)",
+            values(lambda side: (side.get("cpu_latency") or {}).get("batched_ms_per_row")),
+        )
+    )
+    return panels
+
+
+def _scaled(value: Any, unit: float) -> float | None:
+    return value / unit if _is_number(value) else None
+
+
+def _draw_bars(axes: Axes, title: str, per_side: Mapping[str, float | None]) -> None:
+    sides = list(per_side)
+    heights = [per_side[s] or 0.0 for s in sides]
+    bars = axes.bar(
+        [SIDE_TITLES[s] for s in sides], heights, color=[SIDE_COLOURS[s] for s in sides]
+    )
+    for bar, side in zip(bars, sides, strict=True):
+        value = per_side[side]
+        axes.annotate(
+            "n/a" if value is None else _short(value),
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    axes.set_title(title, fontsize=10)
+    axes.tick_params(axis="x", labelsize=8)
+    axes.margins(y=0.15)
+
+
+def _short(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _title(report: Mapping[str, Any]) -> str:
+    names = report.get("names") or {}
+    student = names.get("student") or report.get("model") or "student"
+    return f"distillation report: {student} ({report.get('rows', '?')} tuning rows)"
+
+
+def render_curves(
+    student: Sequence[MetricRecord],
+    baseline: Sequence[MetricRecord] | None = None,
+    title: str = "learning curves",
+) -> bytes:
+    """PNG: training loss terms per step and validation metrics per validation, for the
+    distilled student and (dashed) the no-distill baseline when given."""
+    figure = _new_figure(11, 4)
+    figure.suptitle(title)
+    loss_axes, validation_axes = figure.subplots(1, 2)
+    _draw_losses(loss_axes, student, baseline)
+    _draw_validation(validation_axes, student, baseline)
+    return _png(figure)
+
+
+def render_bars(report: Mapping[str, Any]) -> bytes:
+    """PNG: teacher / distilled / no-distill (when the report has a baseline) side by side on
+    quality, parameters, size on disk and CPU latency per row."""
+    panels = _bar_panels(report)
+    figure = _new_figure(2.6 * len(panels), 3.4)
+    figure.suptitle(_title(report))
+    for axes, (title, per_side) in zip(figure.subplots(1, len(panels)), panels, strict=True):
+        _draw_bars(axes, title, per_side)
+    return _png(figure)
+
+
+def render_overview(
+    report: Mapping[str, Any],
+    student: Sequence[MetricRecord],
+    baseline: Sequence[MetricRecord] | None = None,
+) -> bytes:
+    """PNG: the learning curves above the comparison bars, in one picture."""
+    panels = _bar_panels(report)
+    figure = _new_figure(max(11.0, 2.6 * len(panels)), 7.5)
+    figure.suptitle(_title(report))
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.1, 1])
+    loss_axes, validation_axes = top.subplots(1, 2)
+    _draw_losses(loss_axes, student, baseline)
+    _draw_validation(validation_axes, student, baseline)
+    for axes, (title, per_side) in zip(bottom.subplots(1, len(panels)), panels, strict=True):
+        _draw_bars(axes, title, per_side)
+    return _png(figure)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if _is_number(value):
+        if isinstance(value, int):
+            return f"{value:,}"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return html.escape(str(value))
+
+
+def _comparison_rows(report: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
+    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
+    quality = [
+        k
+        for k in ("accuracy", "f1", "f1_macro", "roc_auc", "log_loss", "ece", "rmse", "mae", "r2")
+        if any(k in report[s] for s in sides)
+    ]
+    rows: list[tuple[str, list[Any]]] = [(k, [report[s].get(k) for s in sides]) for k in quality]
+    rows.append(("parameters", [report[s].get("parameters") for s in sides]))
+    rows.append(("size on disk (bytes)", [report[s].get("size_bytes") for s in sides]))
+    for key, title in (
+        ("single_row_ms", "CPU ms, one row"),
+        ("batched_ms_per_row", "CPU ms per row, batched"),
+    ):
+        rows.append((title, [(report[s].get("cpu_latency") or {}).get(key) for s in sides]))
+    return rows
+
+
+def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+    """One self-contained page: the figures (PNG bytes, by caption) as data: URIs, the
+    side-by-side numbers, and the summary ratios. Every string from the report is escaped."""
+    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
+    names = report.get("names") or {}
+    header = "".join(
+        f"<th>{html.escape(SIDE_TITLES[s])}<br><small>{_cell(names.get(s))}</small></th>"
+        for s in sides
+    )
+    body_rows = "".join(
+        f"<tr><th>{html.escape(title)}</th>{''.join(f'<td>{_cell(v)}</td>' for v in values)}</tr>"
+        for title, values in _comparison_rows(report)
+    )
+    summary = [
+        ("job", report.get("job")),
+        ("student model", report.get("model")),
+        ("tuning rows", report.get("rows")),
+        ("student-teacher agreement", report.get("agreement", report.get("agreement_rmse"))),
+        ("parameter ratio (student / teacher)", report.get("parameter_ratio")),
+        ("size ratio (student / teacher)", report.get("size_ratio")),
+        ("CPU speed-up, batched (teacher / student)", report.get("cpu_speedup_batched")),
+        ("distillation ratio", report.get("distillation_ratio")),
+    ]
+    summary_rows = "".join(
+        f"<tr><th>{html.escape(title)}</th><td>{_cell(value)}</td></tr>"
+        for title, value in summary
+        if value is not None
+    )
+    images = "".join(
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png).decode("ascii")}"><figcaption>{html.escape(caption)}'
+        "</figcaption></figure>"
+        for caption, png in figures.items()
+    )
+    title = html.escape(_title(report))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
+th {{ background: #f4f4f4; text-align: left; }}
+img {{ max-width: 100%; }}
+figure {{ margin: 1em 0; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<p>Measured on the job's tuning rows, which no model trained on. The distillation ratio is
+(distilled &minus; no-distill) / (teacher &minus; no-distill): 1 keeps all the teacher adds.</p>
+<table><tr><th></th>{header}</tr>{body_rows}</table>
+<table>{summary_rows}</table>
+{images}
+</body></html>
+"""
