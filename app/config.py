@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,16 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     artifact_dir: Path | None = None
+    # Where artifacts live: unset (or file:///path) is the local artifact_dir; s3://bucket/prefix
+    # is an S3-compatible object store shared by API and workers on different hosts.
+    # Credentials and region come the standard AWS ways (AWS_ACCESS_KEY_ID, AWS_PROFILE, a role).
+    artifact_url: str | None = None
+    # A non-AWS object store (MinIO, Ceph): http://minio:9000
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # "json": one JSON object per log line (request_id, job_id); "text" for reading locally.
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
     # Celery queue the API sends jobs to and workers consume; tests use their own per run.
     task_queue: str = "distillery"
     max_upload_bytes: int = 512 * 1024 * 1024
@@ -31,8 +42,36 @@ class Settings(BaseSettings):
     # Server-side folders whose tables may be registered by path (POST /v1/datasets/from-path);
     # empty turns that route off. JSON list in the environment: '["/data/shared"]'.
     allowed_data_roots: list[Path] = Field(default_factory=list)
-    # Loaded models kept in memory by the predict endpoint.
+    # Loaded models kept in memory by the predict endpoint, bounded by count and by bytes of
+    # weights; the least recently used goes first.
     model_cache_size: int = 4
+    model_cache_max_bytes: int = 4 * 1024**3
+    # Model ids (or "mdl_...:int8") loaded and warmed up at startup. JSON list in the environment.
+    preload_models: list[str] = Field(default_factory=list)
+    # "auto" serves on CUDA when this process sees a GPU; "cpu" or "cuda" to choose.
+    serving_device: str = "auto"
+    # Micro-batching: concurrent predict requests for one model share a forward pass of up to
+    # this many rows, waiting at most this long for company; 1 turns batching off.
+    predict_max_batch_rows: int = 32
+    predict_max_wait_ms: float = 5.0
+    # Rows queued per model beyond which predict answers 429 with Retry-After.
+    predict_max_queue_rows: int = 2048
+    predict_timeout_seconds: float = 30.0
+    predict_max_rows: int = 1024
+    # Characters per text cell; longer is a 422 unless the request says "truncate": true.
+    predict_max_text_chars: int = 20_000
+    # A merged batch runs as length-sorted chunks of this many rows, so short rows are not
+    # padded to the longest of 32 (0: 8 on CPU, the whole batch on CUDA).
+    predict_chunk_rows: int = 0
+    # Forward passes run in this many threads; on a CPU more only split the same cores.
+    inference_threads: int = 1
+    # torch intra-op threads in the API process (0: torch's default, one per core). On a CPU
+    # shared with other busy processes, 1 avoids OpenMP threads waiting on descheduled peers.
+    inference_torch_threads: int = 0
+    # Serving variants made after every successful distill job, and the tuning rows (at most)
+    # each is scored on against the float model.
+    variants_after_distill: list[str] = Field(default_factory=lambda: ["int8"])
+    variant_eval_max_rows: int = 2000
 
     # Job lifecycle (worker and reaper).
     max_attempts: int = 3

@@ -13,10 +13,12 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
 from app.deps import current_caller
 from app.errors import document_problems, install_error_handlers, problem_responses
+from app.logging_setup import RequestIdMiddleware, configure_logging
+from app.prometheus import install_metrics
 from app.queue import make_celery
 from app.routes import datasets, health, jobs, models
-from app.serving import PredictorCache
-from app.storage import LocalArtifactStore
+from app.serving import make_predictor_cache, serving_lifespan
+from app.storage import make_store
 from app.uploads import FORM_OVERHEAD_BYTES, BodySizeLimit
 
 log = logging.getLogger("distillery.api")
@@ -24,23 +26,28 @@ log = logging.getLogger("distillery.api")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings.log_format, settings.log_level)
     settings.ensure_local_dirs()
     app = FastAPI(
         title="Distillery",
         version=distillery.__version__,
         description="Fine-tune and distill transformer text classifiers; serve the students.",
+        lifespan=serving_lifespan,
     )
     engine = make_engine(settings.resolved_database_url())
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    app.state.store = LocalArtifactStore(settings.resolved_artifact_dir())
+    app.state.store = make_store(settings)
     app.state.celery = make_celery(settings)
-    app.state.predictors = PredictorCache(settings.model_cache_size)
+    app.state.predictors = make_predictor_cache(settings)
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD_BYTES
     )
+    install_metrics(app)
+    # Added last, so it is the outermost: refused bodies get a request id and an access line too.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     # Every /v1 route needs a key when auth is on, including routes added later to these routers.
     for router in (datasets.router, models.router, jobs.router):
@@ -52,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "database %s, broker %s, artifacts %s",
         engine.url.get_backend_name(),
         settings.resolved_broker_url().split(":", 1)[0],
-        settings.resolved_artifact_dir(),
+        app.state.store.location,
     )
     if settings.auth_enabled:
         log.info("auth on: every /v1 request needs an API key")

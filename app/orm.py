@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 typed models: Dataset, Model, Job, JobEvent, ApiKey, IdempotencyRecord.
+"""SQLAlchemy 2 typed models: Dataset, Model, ModelVariant, Job, JobEvent, ApiKey, Idempotency.
 
 The Job row is the source of truth. `owner` on datasets, models and jobs is the id of the API key
 that created the row (None when auth is off); a caller sees only its own rows unless it is admin.
@@ -106,6 +106,26 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The serving variant predict uses when the request names none ("float" or a made variant).
+    default_variant: Mapped[str] = mapped_column(
+        String(16), default="float", server_default="float"
+    )
+
+
+class ModelVariant(Base):
+    """A serving variant of a model (int8, ...) and the accuracy it gives up against float."""
+
+    __tablename__ = "model_variants"
+    __table_args__ = (UniqueConstraint("model_id", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("var"))
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    # Scores of float and variant on the same labelled rows, agreement, accuracy_drop_points.
+    comparison: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Job(Base):

@@ -163,6 +163,10 @@ class ModelOut(BaseModel):
         "(source: job); original filename (source: upload)"
     )
     created_at: datetime
+    default_variant: str = Field(
+        default="float",
+        description="Serving variant predict uses when the request names none (see /variants)",
+    )
 
 
 class ModelPage(BaseModel):
@@ -300,6 +304,10 @@ class PredictRequest(BaseModel):
 
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
     return_probabilities: bool = False
+    truncate: bool = Field(
+        default=False,
+        description="Cut text cells longer than the server's limit instead of refusing them",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -318,6 +326,93 @@ class PredictResponse(BaseModel):
     model: str
     predictions: list[str] | list[float]
     probabilities: list[dict[str, float]] | None = None
+
+
+class PredictProbaRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
+    truncate: bool = Field(
+        default=False,
+        description="Cut text cells longer than the server's limit instead of refusing them",
+    )
+
+
+class VariantCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "int8", "make_default": True}]},
+    )
+
+    kind: Literal["int8"] = Field(description="int8: dynamic int8 quantization of linear layers")
+    dataset: str | None = Field(
+        default=None,
+        description="Labelled dataset to compare variant and float on "
+        "(default: the tuning dataset of the job that made the model)",
+    )
+    label: str | None = Field(default=None, description="Label column; default: the dataset's")
+    make_default: bool = Field(default=False, description="Serve this variant by default")
+
+
+class VariantOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "var_0123456789abcdef0123",
+                    "model": "mdl_0123456789abcdef0123",
+                    "kind": "int8",
+                    "dataset": "ds_0123456789abcdef0123",
+                    "comparison": {
+                        "rows": 1000,
+                        "float": {"accuracy": 0.84},
+                        "variant": {"accuracy": 0.836},
+                        "agreement": 0.98,
+                        "accuracy_drop_points": 0.4,
+                    },
+                    "is_default": True,
+                    "created_at": "2026-11-29T10:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    model: str
+    kind: str
+    dataset: str | None = Field(description="The labelled rows the comparison was made on")
+    comparison: dict[str, Any] = Field(
+        description="Float and variant scores on the same rows, their agreement, and "
+        "accuracy_drop_points (float accuracy minus variant accuracy, in points)"
+    )
+    is_default: bool
+    created_at: datetime
+
+
+class VariantList(BaseModel):
+    data: list[VariantOut]
+
+
+class ModelReadiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "mdl_0123456789abcdef0123",
+                    "variant": "int8",
+                    "ready": True,
+                    "state": "ready",
+                    "detail": None,
+                }
+            ]
+        }
+    )
+
+    model: str
+    variant: str
+    ready: bool = Field(description="Loaded and warmed up: the next predict needs no load")
+    state: Literal["ready", "loading", "failed", "not_loaded"]
+    detail: str | None = Field(default=None, description="Why the last load failed")
 
 
 class EvaluateRequest(BaseModel):
@@ -371,4 +466,22 @@ class Health(BaseModel):
     broker: str
     auth: Literal["on", "off"] = Field(
         description="off: no API keys, every caller sees everything (single-user default)"
+    )
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ready",
+                    "components": {"database": "ok", "broker": "ok", "storage": "ok"},
+                }
+            ]
+        }
+    )
+
+    status: Literal["ready"]
+    components: dict[str, Literal["ok"]] = Field(
+        description="database, broker and storage, each reached just now"
     )

@@ -9,26 +9,33 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_prerun
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
+from app.logging_setup import job_id_var
 from app.orm import Job, JobEvent, JobMetric, Model, new_id, utcnow
 from app.queue import RUN_JOB_TASK
 from app.services.jobs import label_space, student_backbone
 from app.services.models import register_bundle
-from app.storage import LocalArtifactStore, model_key
+from app.services.variants import make_variants_after_distill
+from app.storage import ArtifactStore, checkpoint_key, make_store, model_key
 from distillery.backbones import BackboneError, count_parameters
 from distillery.bundle import BundleError, BundleMetadata, save_bundle
 from distillery.checkpoints import remove_checkpoint
@@ -40,7 +47,6 @@ from distillery.hyperparams import (
 from distillery.predictor import Predictor
 from distillery.report import distillation_report
 from distillery.tables import TableError
-from distillery.teacher_cache import TeacherCache
 from distillery.training import (
     CheckpointPolicy,
     TrainingCallbacks,
@@ -50,6 +56,7 @@ from distillery.training import (
     train,
 )
 from worker.celery_app import celery
+from worker.teacher_outputs import SharedTeacherCache
 
 log = logging.getLogger("distillery.worker")
 # Cancellation and ownership are read from the database at most this often.
@@ -66,16 +73,8 @@ def session_factory() -> sessionmaker[Session]:
 
 
 @lru_cache
-def artifact_store() -> LocalArtifactStore:
-    return LocalArtifactStore(get_settings().resolved_artifact_dir())
-
-
-# Teacher outputs shared by every job (see distillery/teacher_cache.py).
-TEACHER_CACHE_KEY = "teacher_outputs"
-
-
-def checkpoint_key(job_id: str) -> str:
-    return f"checkpoints/{job_id}"
+def artifact_store() -> ArtifactStore:
+    return make_store(get_settings())
 
 
 def claim(session: Session, job_id: str, worker_name: str) -> int | None:
@@ -155,7 +154,11 @@ def heartbeat(job_id: str, attempt: int, every_seconds: float) -> Iterator[None]
                     log.warning("heartbeat for %s failed", job_id, exc_info=True)
                     session.rollback()
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    # The thread runs in a copy of this context, so its log lines carry the job id too.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(beat,), name=f"heartbeat-{job_id}", daemon=True
+    )
     thread.start()
     try:
         yield
@@ -167,8 +170,11 @@ def heartbeat(job_id: str, attempt: int, every_seconds: float) -> Iterator[None]
 class JobCallbacks(TrainingCallbacks):
     """Writes progress, metrics and events for one attempt; reads the cancel flag."""
 
-    def __init__(self, session: Session, job: Job, attempt: int) -> None:
+    def __init__(
+        self, session: Session, job: Job, attempt: int, store: ArtifactStore, checkpoints: Path
+    ) -> None:
         self.session, self.job, self.attempt = session, job, attempt
+        self.store, self.checkpoints = store, checkpoints
         self.last_check = 0.0
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
@@ -218,6 +224,11 @@ class JobCallbacks(TrainingCallbacks):
         self.session.commit()
 
     def on_checkpoint(self, step: int, epoch: float) -> None:
+        try:
+            # In the store, so an attempt on another host can resume from it.
+            self.store.sync_folder(checkpoint_key(self.job.id), self.checkpoints)
+        except Exception:  # the job goes on; only a resume elsewhere would start over
+            log.warning("could not copy the checkpoint to the store", exc_info=True)
         add_event(
             self.session,
             self.job.id,
@@ -244,13 +255,13 @@ class JobCallbacks(TrainingCallbacks):
 
 
 def training_inputs(
-    session: Session, store: LocalArtifactStore, job: Job
+    session: Session, store: ArtifactStore, job: Job
 ) -> tuple[TrainingData, Predictor | None]:
     train_frame = store.read_table(job.train_dataset.storage_key)
     tuning_frame = store.read_table(job.tuning_dataset.storage_key) if job.tuning_dataset else None
     teacher = None
     if job.teacher_model is not None:
-        teacher = Predictor(store.path(job.teacher_model.storage_key))
+        teacher = Predictor(store.local_folder(job.teacher_model.storage_key))
         # The student adopts the teacher's label order, so their logits line up.
         problem_type, labels = teacher.problem_type, list(teacher.metadata.labels)
     else:
@@ -279,7 +290,7 @@ def job_device(accelerator: str) -> torch.device:
 
 
 def train_job(
-    session: Session, store: LocalArtifactStore, settings: Settings, job: Job, attempt: int
+    session: Session, store: ArtifactStore, settings: Settings, job: Job, attempt: int
 ) -> Model:
     config = parse_hyperparameters(job.hyperparameters)
     data, teacher = training_inputs(session, store, job)
@@ -287,6 +298,8 @@ def train_job(
     device = job_device(job.accelerator)
     job.device = str(device)
     session.commit()
+    checkpoints = store.working_folder(checkpoint_key(job.id))
+    store.pull_folder(checkpoint_key(job.id), checkpoints)
 
     result = train(
         config,
@@ -294,12 +307,12 @@ def train_job(
         backbone_path,
         teacher=teacher,
         # Bundles never change, so the teacher's model id is a complete fingerprint.
-        teacher_cache=TeacherCache(store.path(TEACHER_CACHE_KEY)),
+        teacher_cache=SharedTeacherCache(store),
         teacher_fingerprint=job.teacher_model_id,
-        callbacks=JobCallbacks(session, job, attempt),
+        callbacks=JobCallbacks(session, job, attempt, store, checkpoints),
         device=device,
         checkpoints=CheckpointPolicy(
-            folder=store.path(checkpoint_key(job.id)), every_steps=settings.checkpoint_every_steps
+            folder=checkpoints, every_steps=settings.checkpoint_every_steps
         ),
     )
 
@@ -322,19 +335,24 @@ def train_job(
             "hyperparameters": config_to_hyperparameters(config),
         },
     )
-    save_bundle(
-        result.backbone.model,
-        result.backbone.tokenizer,
-        metadata,
-        store.path(model_key(model_id)),
-    )
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=store.scratch_dir()))
+    try:
+        bundle = save_bundle(
+            result.backbone.model, result.backbone.tokenizer, metadata, staging / model_id
+        )
+        store.put_folder(model_key(model_id), bundle)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     model = register_bundle(session, store, model_id, f"{job.kind}-{job.id}", job.id)
     if teacher is not None and data.tuning is not None:
         add_event(session, job.id, "report", "measuring the distillation report on tuning rows")
         session.commit()
         teacher.model.to("cpu")
         report = distillation_report(
-            Predictor(store.path(model.storage_key)), teacher, data.tuning, data.label_column
+            Predictor(store.local_folder(model.storage_key)),
+            teacher,
+            data.tuning,
+            data.label_column,
         )
         job.metrics = {**job.metrics, "report": report}
     job.metrics = {
@@ -344,6 +362,20 @@ def train_job(
         "best_step": result.best_step,
     }
     session.commit()
+    if job.kind == "distill" and data.tuning is not None and settings.variants_after_distill:
+        # A student exists to be served cheaply: its CPU variants are ready when the job is.
+        add_event(session, job.id, "variants", "making serving variants, scored on tuning rows")
+        session.commit()
+        make_variants_after_distill(
+            session,
+            store,
+            model,
+            data.tuning,
+            data.label_column,
+            kinds=settings.variants_after_distill,
+            max_rows=settings.variant_eval_max_rows,
+            dataset_id=job.tuning_dataset_id,
+        )
     return model
 
 
@@ -380,6 +412,7 @@ def run_job(self: Any, job_id: str) -> None:
             worker=worker_name,
         )
         session.commit()
+        log.info("%s job, attempt %d on %s", job.kind, attempt, worker_name)
         keep_checkpoint = False
         try:
             with heartbeat(job_id, attempt, settings.heartbeat_seconds):
@@ -414,4 +447,19 @@ def run_job(self: Any, job_id: str) -> None:
                 keep_checkpoint = True
         finally:
             if not keep_checkpoint:
-                remove_checkpoint(store.path(checkpoint_key(job_id)))
+                remove_checkpoint(store.working_folder(checkpoint_key(job_id)))
+                try:
+                    store.delete(checkpoint_key(job_id))
+                except Exception:  # the job has ended; a stale copy in the store is only litter
+                    log.warning("could not delete the checkpoint from the store", exc_info=True)
+
+
+@task_prerun.connect(sender=run_job)
+def enter_job_context(args: tuple[Any, ...] | None = None, **_: Any) -> None:
+    """Every log line of a job, Celery's own included, carries its id (see app/logging_setup)."""
+    job_id_var.set(args[0] if args else None)
+
+
+@task_postrun.connect(sender=run_job)
+def leave_job_context(**_: Any) -> None:
+    job_id_var.set(None)

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
 from app.deps import CallerDep, IdempotencyDep, PredictorsDep, SessionDep, SettingsDep, StoreDep
-from app.errors import problem_responses
+from app.errors import Problem, problem_responses
 from app.idempotency import fingerprint_upload
 from app.orm import Model
 from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -17,8 +18,13 @@ from app.schemas import (
     EvaluateResponse,
     ModelOut,
     ModelPage,
+    ModelReadiness,
+    PredictProbaRequest,
     PredictRequest,
     PredictResponse,
+    VariantCreate,
+    VariantList,
+    VariantOut,
 )
 from app.services.datasets import get_dataset
 from app.services.models import (
@@ -28,7 +34,17 @@ from app.services.models import (
     list_models,
     register_upload,
 )
-from app.services.predict import evaluate_model, predict_rows
+from app.services.predict import (
+    checked_rows,
+    evaluate_model,
+    predict_outputs,
+    prediction_response,
+    readiness,
+    served_model,
+    serving_target,
+)
+from app.services.variants import comparison_dataset, list_variants, make_variant, variant_out
+from app.serving import ServingContext, serving_context
 from app.uploads import parse_name_list, read_capped
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -161,27 +177,144 @@ def remove_model(
     return Response(status_code=204)
 
 
+ServingDep = Annotated[ServingContext, Depends(serving_context)]
+VariantQuery = Query(
+    default=None,
+    description="Serving variant: float, or one made with POST .../variants (default: the "
+    "model's default_variant)",
+)
+
+
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse,
     operation_id="predict",
-    responses=problem_responses(400, 404, 413, 422),
+    responses=problem_responses(400, 404, 413, 422, 429, 503),
 )
 async def predict(
     model_id: str,
     request: PredictRequest,
     session: SessionDep,
-    store: StoreDep,
+    serving: ServingDep,
+    caller: CallerDep,
+    variant: str | None = VariantQuery,
+) -> PredictResponse:
+    """Predict classes (and, if asked, probabilities) or values for up to 1024 rows.
+
+    Concurrent requests for one model share forward passes (micro-batching); when too many rows
+    are already queued the answer is 429 with Retry-After."""
+    target = await run_in_threadpool(serving_target, session, model_id, variant, caller)
+    rows = checked_rows(request.rows, target.text_columns, serving.settings, request.truncate)
+    served = await served_model(serving.cache, serving.store, target)
+    outputs = await predict_outputs(served, rows, serving.settings.predict_timeout_seconds)
+    return prediction_response(served, outputs, request.return_probabilities)
+
+
+@router.post(
+    "/{model_id}/predict_proba",
+    response_model=PredictResponse,
+    operation_id="predict_proba",
+    responses=problem_responses(400, 404, 413, 422, 429, 503),
+)
+async def predict_proba(
+    model_id: str,
+    request: PredictProbaRequest,
+    session: SessionDep,
+    serving: ServingDep,
+    caller: CallerDep,
+    variant: str | None = VariantQuery,
+) -> PredictResponse:
+    """Class probabilities (with the predicted class) for up to 1024 rows; classifiers only."""
+    target = await run_in_threadpool(serving_target, session, model_id, variant, caller)
+    rows = checked_rows(request.rows, target.text_columns, serving.settings, request.truncate)
+    served = await served_model(serving.cache, serving.store, target)
+    if served.predictor.problem_type == "regression":
+        raise Problem(
+            422,
+            "Not a classifier",
+            f"model '{target.model_id}' does regression: use /predict",
+            field="model_id",
+        )
+    outputs = await predict_outputs(served, rows, serving.settings.predict_timeout_seconds)
+    return prediction_response(served, outputs, with_probabilities=True)
+
+
+@router.get(
+    "/{model_id}/ready",
+    response_model=ModelReadiness,
+    operation_id="model_ready",
+    responses=problem_responses(404, 422),
+)
+def model_ready(
+    model_id: str,
+    session: SessionDep,
     predictors: PredictorsDep,
     caller: CallerDep,
-) -> PredictResponse:
-    """Predict classes (and, if asked, probabilities) or values for up to 1024 rows."""
+    variant: str | None = VariantQuery,
+) -> ModelReadiness:
+    """Whether the model (variant) is loaded and warmed up, so predict will not wait for a load.
+    Models load on their first predict, or at startup when listed in DISTILLERY_PRELOAD_MODELS."""
+    return readiness(predictors, serving_target(session, model_id, variant, caller))
+
+
+@router.get(
+    "/{model_id}/variants",
+    response_model=VariantList,
+    operation_id="list_model_variants",
+    responses=problem_responses(404),
+)
+def read_variants(model_id: str, session: SessionDep, caller: CallerDep) -> VariantList:
+    """The model's serving variants, each with its accuracy against the float model."""
     model = get_model(session, model_id, caller=caller)
-    predictor = await run_in_threadpool(predictors.get, model.id, store.path(model.storage_key))
-    # Inference runs in a worker thread so the event loop keeps serving other requests.
-    return await run_in_threadpool(
-        predict_rows, predictor, model.id, request.rows, request.return_probabilities
+    return VariantList(data=[variant_out(v, model) for v in list_variants(session, model)])
+
+
+@router.post(
+    "/{model_id}/variants",
+    status_code=201,
+    response_model=VariantOut,
+    operation_id="create_model_variant",
+    responses=problem_responses(404, 422),
+)
+async def create_variant(
+    model_id: str,
+    request: VariantCreate,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    predictors: PredictorsDep,
+    caller: CallerDep,
+) -> VariantOut:
+    """Make a CPU serving variant (int8: dynamic quantization of the linear layers), scored
+    against the float model on a labelled dataset (default: the model's tuning data, up to
+    DISTILLERY_VARIANT_EVAL_MAX_ROWS rows). Making it again replaces the comparison."""
+    model = get_model(session, model_id, caller=caller)
+    named = None
+    if request.dataset is not None:
+        named = get_dataset(session, request.dataset, "dataset", caller=caller)
+    dataset = comparison_dataset(session, model, named)
+    label_column = request.label or dataset.label_column
+    if label_column is None:
+        raise Problem(
+            422,
+            "No label column",
+            f"dataset '{dataset.id}' has no label column; name one with label",
+            field="label",
+        )
+    frame = await run_in_threadpool(store.read_table, dataset.storage_key)
+    variant = await run_in_threadpool(
+        make_variant,
+        session,
+        store,
+        model,
+        request.kind,
+        frame,
+        label_column,
+        dataset_id=dataset.id,
+        max_rows=settings.variant_eval_max_rows,
+        make_default=request.make_default,
     )
+    return variant_out(variant, model)
 
 
 @router.post(
@@ -197,9 +330,13 @@ async def evaluate(
     store: StoreDep,
     predictors: PredictorsDep,
     caller: CallerDep,
+    variant: str | None = VariantQuery,
 ) -> EvaluateResponse:
     """Score the model on one of your stored datasets (accuracy, F1, ROC AUC; or RMSE, R²)."""
     model = get_model(session, model_id, caller=caller)
     dataset = get_dataset(session, request.dataset, "dataset", caller=caller)
-    predictor = await run_in_threadpool(predictors.get, model.id, store.path(model.storage_key))
-    return await run_in_threadpool(evaluate_model, predictor, model, dataset, store, request.label)
+    target = serving_target(session, model_id, variant, caller)
+    served = await served_model(predictors, store, target)
+    return await run_in_threadpool(
+        evaluate_model, served.predictor, model, dataset, store, request.label
+    )

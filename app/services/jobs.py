@@ -18,7 +18,7 @@ from app.queue import enqueue_job, queue_for
 from app.schemas import JobCreate
 from app.services.datasets import get_dataset
 from app.services.models import encoder_layer_count, get_model, resolve_backbone
-from app.storage import LocalArtifactStore
+from app.storage import ArtifactStore
 from distillery.backbones import BackboneError
 from distillery.hyperparams import (
     DISTILLER_KEYS,
@@ -46,7 +46,7 @@ def _check_columns(dataset: Dataset, label: str, text_columns: list[str], field:
 
 
 def label_space(
-    store: LocalArtifactStore, dataset: Dataset, label: str, text_columns: list[str]
+    store: ArtifactStore, dataset: Dataset, label: str, text_columns: list[str]
 ) -> tuple[str, list[str]]:
     """Problem type and sorted class names of `label` in `dataset`."""
     if label == dataset.label_column and dataset.problem_type is not None:
@@ -59,7 +59,7 @@ def label_space(
 
 def student_backbone(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     checkpoint_name: str,
     teacher: Model | None,
     caller: Caller | None = None,
@@ -73,13 +73,13 @@ def student_backbone(
                 f"checkpoint '{TEACHER_CHECKPOINT}' means the job's teacher; only distill jobs "
                 "have one"
             )
-        return store.path(teacher.storage_key)
+        return store.local_folder(teacher.storage_key)
     return resolve_backbone(session, store, checkpoint_name, caller, allowed_roots)
 
 
 def submit_job(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     celery: Celery,
     base_queue: str,
     request: JobCreate,
@@ -310,6 +310,11 @@ def job_report(
         )
         raise Problem(409 if job.kind == "distill" else 422, "No report", reason, field="job_id")
     result: dict[str, Any] = {"job": job.id, "model": job.result_model_id, **report}
+    # Model names are the users' own words: shown on the rendered report, so carried here.
+    result["names"] = {
+        "student": model_name(session, job.result_model_id),
+        "teacher": model_name(session, job.teacher_model_id),
+    }
     if baseline_job_id is None:
         return result
     baseline = get_job(session, baseline_job_id, caller=caller)
@@ -323,17 +328,31 @@ def job_report(
             field="baseline_job",
         )
     metric = "rmse" if "rmse" in report["student"] else "accuracy"
-    baseline_score = baseline.metrics.get("tuning", {}).get(metric)
+    baseline_tuning = baseline.metrics.get("tuning", {})
+    baseline_score = baseline_tuning.get(metric)
+    baseline_model = (
+        session.get(Model, baseline.result_model_id) if baseline.result_model_id else None
+    )
+    # Its tuning metrics and size are on record; its CPU latency is not measured (None).
     result["baseline"] = {
+        **{k: v for k, v in baseline_tuning.items() if k in report["student"]},
         "job": baseline.id,
         "model": baseline.result_model_id,
         metric: baseline_score,
+        "parameters": baseline_model.num_parameters if baseline_model else None,
+        "size_bytes": baseline_model.size_bytes if baseline_model else None,
     }
+    result["names"]["baseline"] = baseline_model.name if baseline_model else None
     if baseline_score is not None:
         result["distillation_ratio"] = distillation_ratio(
             report["student"][metric], baseline_score, report["teacher"][metric]
         )
     return result
+
+
+def model_name(session: Session, model_id: str | None) -> str | None:
+    model = session.get(Model, model_id) if model_id else None
+    return model.name if model else None
 
 
 def job_events(session: Session, job_id: str, caller: Caller) -> list[JobEvent]:

@@ -1,41 +1,208 @@
-"""Predict on JSON rows and evaluate on stored datasets with a loaded model."""
+"""Predict on JSON rows through the serving cache and batcher; evaluate on stored datasets."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import pandas as pd
+import numpy as np
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from app.auth import Caller
+from app.batching import BatchTimeout, QueueFull
+from app.config import Settings
 from app.errors import Problem
-from app.orm import Dataset, Model
-from app.schemas import EvaluateResponse, PredictResponse
-from app.storage import LocalArtifactStore
+from app.orm import Dataset, Model, ModelVariant
+from app.schemas import EvaluateResponse, ModelReadiness, PredictResponse
+from app.services.models import get_model
+from app.serving import PredictorCache, RequestRows, ServedModel, bundle_folder
+from app.storage import ArtifactStore
+from distillery.inference import softmax
 from distillery.predictor import Predictor
+from distillery.variants import FLOAT, VARIANT_KINDS
 
 
-def predict_rows(
-    predictor: Predictor, model_id: str, rows: list[dict[str, Any]], with_probabilities: bool
-) -> PredictResponse:
-    frame = pd.DataFrame.from_records(rows)
-    if with_probabilities and predictor.problem_type != "regression":
-        probabilities = predictor.predict_proba(frame)
-        labels = predictor.metadata.labels
-        return PredictResponse(
-            model=model_id,
-            predictions=[labels[i] for i in probabilities.argmax(axis=1)],
-            probabilities=[
-                {label: float(p) for label, p in zip(labels, row, strict=True)}
-                for row in probabilities
-            ],
+@dataclass(frozen=True)
+class ServingTarget:
+    """What predict needs from the database, read once per request."""
+
+    model_id: str
+    variant: str
+    storage_key: str
+    text_columns: list[str]
+
+
+def serving_target(
+    session: Session,
+    model_id: str,
+    variant: str | None,
+    caller: Caller,
+) -> ServingTarget:
+    """The model (404 if unseen) and the variant to serve: the one asked for, or its default.
+
+    Closes `session` before returning (loaded objects stay readable): a predict request next
+    waits on the model, and holding a pooled connection through that wait would cap concurrent
+    requests at the pool size."""
+    try:
+        return _serving_target(session, model_id, variant, caller)
+    finally:
+        session.close()
+
+
+def _serving_target(
+    session: Session, model_id: str, variant: str | None, caller: Caller
+) -> ServingTarget:
+    model = get_model(session, model_id, caller=caller)
+    chosen = variant or model.default_variant or FLOAT
+    if chosen not in VARIANT_KINDS:
+        raise Problem(
+            422,
+            "Unknown variant",
+            f"variant '{chosen}' is not one of: {', '.join(VARIANT_KINDS)}",
+            field="variant",
         )
-    return PredictResponse(model=model_id, predictions=predictor.predict(frame))
+    if chosen != FLOAT:
+        made = session.scalar(
+            select(ModelVariant.id).where(
+                ModelVariant.model_id == model.id, ModelVariant.kind == chosen
+            )
+        )
+        if made is None:
+            raise Problem(
+                404,
+                "Variant not found",
+                f"model '{model.id}' has no '{chosen}' variant yet; make it with "
+                f'POST /v1/models/{model.id}/variants {{"kind": "{chosen}"}}',
+                field="variant",
+            )
+    return ServingTarget(model.id, chosen, model.storage_key, list(model.text_columns))
+
+
+def checked_rows(
+    rows: list[dict[str, Any]], text_columns: list[str], settings: Settings, truncate: bool
+) -> RequestRows:
+    """The rows reduced to the model's text columns, as strings, within the server's limits."""
+    if len(rows) > settings.predict_max_rows:
+        raise Problem(
+            422,
+            "Too many rows",
+            f"{len(rows)} rows in one request; the limit is {settings.predict_max_rows}: "
+            "split them over several requests",
+            field="rows",
+        )
+    limit = settings.predict_max_text_chars
+    checked: RequestRows = []
+    for index, row in enumerate(rows):
+        missing = [c for c in text_columns if c not in row]
+        if missing:
+            raise Problem(
+                422,
+                "Missing text columns",
+                f"row {index} is missing text column(s) {', '.join(missing)}; this model "
+                f"reads {', '.join(text_columns)}",
+                field="text_columns",
+                extra={"missing": missing, "row": index},
+            )
+        values: dict[str, str] = {}
+        for column in text_columns:
+            value = row[column]
+            if value is None:
+                value = ""
+            elif isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise Problem(
+                    422,
+                    "Invalid text",
+                    f"rows[{index}].{column} must be a string, not {type(value).__name__}",
+                    field=f"rows[{index}].{column}",
+                )
+            text = str(value)
+            if len(text) > limit:
+                if not truncate:
+                    raise Problem(
+                        422,
+                        "Text too long",
+                        f"rows[{index}].{column} has {len(text)} characters; the limit is "
+                        f'{limit}: shorten it, or send "truncate": true to cut it',
+                        field=f"rows[{index}].{column}",
+                    )
+                text = text[:limit]
+            values[column] = text
+        checked.append(values)
+    return checked
+
+
+async def served_model(
+    cache: PredictorCache, store: ArtifactStore, target: ServingTarget
+) -> ServedModel:
+    """The loaded model; a cache hit costs no thread hop, a miss loads in a worker thread."""
+    served = cache.lookup(target.model_id, target.variant)
+    if served is not None:
+        return served
+    locate = partial(bundle_folder, store, target.storage_key)
+    return await run_in_threadpool(cache.get, target.model_id, locate, target.variant)
+
+
+async def predict_outputs(served: ServedModel, rows: RequestRows, timeout: float) -> np.ndarray:
+    """Raw outputs for `rows`, from a forward pass shared with concurrent requests."""
+    try:
+        return await served.batcher.submit(rows, timeout)
+    except QueueFull as full:
+        raise Problem(
+            429,
+            "Too many requests",
+            f"{full.queued_rows} rows are already waiting for model '{served.model_id}'; "
+            f"retry in {full.retry_after_seconds} s",
+            headers={"Retry-After": str(full.retry_after_seconds)},
+        ) from None
+    except BatchTimeout as timed_out:
+        raise Problem(
+            503,
+            "Prediction timed out",
+            f"model '{served.model_id}' did not answer in time ({timed_out}); the server is "
+            "overloaded: retry later",
+            headers={"Retry-After": "1"},
+        ) from None
+
+
+def prediction_response(
+    served: ServedModel, outputs: np.ndarray, with_probabilities: bool
+) -> PredictResponse:
+    metadata = served.predictor.metadata
+    if metadata.problem_type == "regression":
+        return PredictResponse(model=served.model_id, predictions=[float(v) for v in outputs[:, 0]])
+    labels = metadata.labels
+    probabilities = softmax(outputs)
+    predictions = [labels[i] for i in probabilities.argmax(axis=1)]
+    if not with_probabilities:
+        return PredictResponse(model=served.model_id, predictions=predictions)
+    return PredictResponse(
+        model=served.model_id,
+        predictions=predictions,
+        probabilities=[
+            {label: float(p) for label, p in zip(labels, row, strict=True)} for row in probabilities
+        ],
+    )
+
+
+def readiness(cache: PredictorCache, target: ServingTarget) -> ModelReadiness:
+    state, detail = cache.state(target.model_id, target.variant)
+    return ModelReadiness(
+        model=target.model_id,
+        variant=target.variant,
+        ready=state == "ready",
+        state=state,
+        detail=detail,
+    )
 
 
 def evaluate_model(
     predictor: Predictor,
     model: Model,
     dataset: Dataset,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     label: str | None,
 ) -> EvaluateResponse:
     label_column = label or dataset.label_column

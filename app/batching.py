@@ -1,0 +1,201 @@
+"""Micro-batching: concurrent requests for one model merged into one forward pass.
+
+A `MicroBatcher` lives on the event loop. `submit` queues an item and waits for its result; one
+drain task per batcher takes up to `max_batch_size` rows (waiting at most `max_wait_ms` after the
+oldest queued request for company, when the previous batch had any), runs them in an executor
+thread so the event loop never blocks on inference, and hands each caller its own slice back, in
+its own order. While a batch runs, new requests pile up and form the next batch, so under load
+batches fill without waiting.
+
+If a merged batch raises, each of its requests is run again on its own: one bad request fails
+alone instead of failing the strangers it was batched with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class QueueFull(Exception):
+    """The batcher already holds `max_queue_rows` rows; the caller should retry later."""
+
+    def __init__(self, queued_rows: int, retry_after_seconds: int) -> None:
+        super().__init__(f"{queued_rows} rows are already queued for this model")
+        self.queued_rows = queued_rows
+        self.retry_after_seconds = retry_after_seconds
+
+
+class BatchTimeout(Exception):
+    """The result did not come within the caller's timeout (the request is dropped if unrun)."""
+
+
+@dataclass
+class _Queued(Generic[Item, Result]):
+    item: Item
+    rows: int
+    future: asyncio.Future[Result]
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+def _run_isolated(
+    run_batch: Callable[[list[Item]], list[Result]], items: list[Item]
+) -> list[Result | BaseException]:
+    """Run all items in one call; if that fails, run each alone so only the bad one fails."""
+    try:
+        results = run_batch(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch gave {len(results)} results for {len(items)} requests")
+        return list(results)
+    except Exception as batch_error:
+        if len(items) == 1:
+            return [batch_error]
+    outcomes: list[Result | BaseException] = []
+    for item in items:
+        try:
+            outcomes.extend(run_batch([item]))
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Merge concurrent `submit` calls into calls of `run_batch(items) -> results` (same order).
+
+    `rows_of(item)` counts the rows an item adds to a batch; `max_batch_size` and
+    `max_queue_rows` are in those rows. `max_batch_size=1` turns batching off (one request per
+    forward pass), which is the baseline the serving benchmark compares against.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], list[Result]],
+        *,
+        executor: Executor,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue_rows: int = 1024,
+        rows_of: Callable[[Item], int] = lambda item: 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.run_batch = run_batch
+        self.executor = executor
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_wait_seconds = max(0.0, max_wait_ms) / 1000
+        self.max_queue_rows = max(1, max_queue_rows)
+        self.rows_of = rows_of
+        self.on_batch = on_batch
+        self._queue: deque[_Queued[Item, Result]] = deque()
+        self._queued_rows = 0
+        self._arrived = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        # Rows per second of recent batches, for Retry-After.
+        self._rows_per_second = 0.0
+        self._last_batch_requests = 0
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a batch (not counting the batch being run)."""
+        return self._queued_rows
+
+    async def submit(self, item: Item, timeout: float | None = None) -> Result:
+        rows = self.rows_of(item)
+        # An oversized request is still let into an empty queue, or it could never run.
+        if self._queued_rows and self._queued_rows + rows > self.max_queue_rows:
+            raise QueueFull(self._queued_rows, self._retry_after(self._queued_rows + rows))
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A batcher serves one event loop at a time (a server has one; tests may make more).
+            self._loop, self._arrived, self._drain_task = loop, asyncio.Event(), None
+            self._queue.clear()
+            self._queued_rows = 0
+        future: asyncio.Future[Result] = loop.create_future()
+        self._queue.append(_Queued(item, rows, future))
+        self._queued_rows += rows
+        self._arrived.set()
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.create_task(self._drain())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            # Cancelled while still queued means it is skipped, not run for nobody.
+            future.cancel()
+            raise BatchTimeout(f"no result within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    def _retry_after(self, rows: int) -> int:
+        if self._rows_per_second <= 0:
+            return 1
+        return max(1, math.ceil(rows / self._rows_per_second))
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            await self._wait_for_company()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self._last_batch_requests = len(batch)
+            if self.on_batch is not None:
+                self.on_batch(sum(q.rows for q in batch))
+            started = time.monotonic()
+            outcomes = await loop.run_in_executor(
+                self.executor, _run_isolated, self.run_batch, [q.item for q in batch]
+            )
+            elapsed = time.monotonic() - started
+            if elapsed > 0:
+                rate = sum(q.rows for q in batch) / elapsed
+                self._rows_per_second = (
+                    rate if self._rows_per_second == 0 else 0.8 * self._rows_per_second + 0.2 * rate
+                )
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                if queued.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    queued.future.set_exception(outcome)
+                else:
+                    queued.future.set_result(outcome)
+
+    async def _wait_for_company(self) -> None:
+        """Wait until a full batch is queued or the oldest request has waited max_wait.
+
+        Only when the last batch had company: a lone client (one request at a time) would
+        otherwise pay max_wait on every request for company that never comes."""
+        if self._last_batch_requests <= 1:
+            return
+        while self._queued_rows < self.max_batch_size and self._queue:
+            remaining = self._queue[0].queued_at + self.max_wait_seconds - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> Sequence[_Queued[Item, Result]]:
+        batch: list[_Queued[Item, Result]] = []
+        batch_rows = 0
+        while self._queue:
+            queued = self._queue[0]
+            if batch and batch_rows + queued.rows > self.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= queued.rows
+            if queued.future.done():  # the caller gave up (timeout or disconnect)
+                continue
+            batch.append(queued)
+            batch_rows += queued.rows
+        return batch

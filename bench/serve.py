@@ -1,0 +1,489 @@
+"""Online serving: the API over real HTTP against the model's own in-process speed.
+
+Setup (cached in --work between runs): an all-MiniLM-L6-v2 teacher fine-tuned 1 epoch on 1,000
+QNLI rows, and a paraphrase-MiniLM-L3-v2 student distilled from it for 1 epoch on 800 rows (200
+tuning rows). Both are uploaded to real `uvicorn app.main:create_app` processes through
+POST /v1/models, the student gets an int8 variant through POST /v1/models/{id}/variants (scored
+on the tuning rows), and an async httpx load generator sends the 1,000 QNLI test rows, one row
+per request (as an online service sees them). The same process, with the servers idle, measures
+the raw in-process throughput of the same models on the same rows: the limit.
+
+Two servers run side by side: micro-batching on (defaults) and off (max batch rows 1). Each
+round measures raw student float/int8/teacher, then HTTP at concurrency 32 for student float
+(batching on and off), student int8 and teacher; round 0 adds student float at concurrency 1
+and 8. The machine is shared, so ratios are taken within a round and the summary holds their
+medians over rounds; the load average is recorded per scenario. The server with batching off
+then loads 5 different models to report the API's peak RSS. Raw and server use the same torch
+intra-op thread count (--torch-threads, default 1: on a CPU shared with other busy processes,
+torch's default of one thread per core collapses; the default-thread figure is recorded too).
+Writes bench/results/serve.json.
+
+    python bench/serve.py [--work /tmp/distillery-serve-bench] [--rows 1000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import numpy as np
+import pandas as pd
+import torch
+from alembic import command
+from alembic.config import Config
+
+from bench.common import (
+    LABELS,
+    MINILM_L3,
+    MINILM_L6,
+    ROOT,
+    TEXT_COLUMNS,
+    Stopwatch,
+    backbone_path,
+    qnli_splits,
+    save_result,
+    write_results,
+)
+from distillery.hyperparams import parse_hyperparameters
+from distillery.predictor import Predictor
+from distillery.training import TrainingData, train
+from distillery.variants import apply_variant
+
+BATCH_ROWS = 32
+TEACHER_ROWS = 1000
+HYPERPARAMETERS = {"optimization.max_epochs": 1, "env.batch_size": 32}
+
+
+def prepare_models(work: Path, splits: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Teacher and distilled student bundles, trained once and reused from `work`."""
+    teacher_dir, student_dir = work / "teacher", work / "student"
+    timings: dict[str, Any] = {}
+    if not (teacher_dir / "distillery.json").is_file():
+        data = TrainingData(
+            splits["teacher_train"].head(TEACHER_ROWS),
+            None,
+            TEXT_COLUMNS,
+            "label",
+            "binary",
+            LABELS,
+        )
+        config = parse_hyperparameters({**HYPERPARAMETERS, "optimization.learning_rate": 1e-4})
+        with Stopwatch() as watch:
+            save_result(train(config, data, backbone_path(MINILM_L6)), teacher_dir)
+        timings["teacher_train_seconds"] = round(watch.seconds, 1)
+    if not (student_dir / "distillery.json").is_file():
+        data = TrainingData(
+            splits["student_train"], splits["tuning"], TEXT_COLUMNS, "label", "binary", LABELS
+        )
+        config = parse_hyperparameters(
+            {
+                **HYPERPARAMETERS,
+                "model.hf_text.checkpoint_name": MINILM_L3,
+                "optimization.learning_rate": 3e-4,
+            }
+        )
+        with Stopwatch() as watch:
+            result = train(config, data, backbone_path(MINILM_L3), teacher=Predictor(teacher_dir))
+            save_result(result, student_dir)
+        timings["student_distill_seconds"] = round(watch.seconds, 1)
+    # Training times of the run that made the models, kept for runs that reuse them.
+    timings_file = work / "timings.json"
+    recorded = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    if timings:
+        recorded.update(timings)
+        timings_file.write_text(json.dumps(recorded))
+    return {"teacher": teacher_dir, "student": student_dir, "reused": not timings, **recorded}
+
+
+def raw_throughput(predictor: Predictor, frame: pd.DataFrame) -> tuple[dict[str, Any], np.ndarray]:
+    """In-process rows/s of the model alone on `frame` (tokenize + forward), and its outputs."""
+    predictor.raw_outputs(frame.head(BATCH_ROWS))  # warm-up
+    with Stopwatch() as watch:
+        outputs = predictor.raw_outputs(frame)
+    accuracy = float(np.mean(np.array(LABELS)[outputs.argmax(axis=1)] == frame["label"]))
+    figures = {
+        "rows_per_s": round(len(frame) / watch.seconds, 1),
+        "seconds": round(watch.seconds, 3),
+        "accuracy": round(accuracy, 4),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    return figures, outputs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ApiServer:
+    """A real uvicorn process serving app.main:create_app on a DISTILLERY_HOME of its own."""
+
+    def __init__(self, home: Path, log_path: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "DISTILLERY_HOME": str(home)}
+        env.update({f"DISTILLERY_{k.upper()}": v for k, v in settings.items()})
+        self.log = log_path.open("a")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError(f"server did not start; see {log_path}")
+
+    def memory(self) -> dict[str, float]:
+        """Resident set size now and its peak (VmHWM), in MiB, from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)
+        return {"rss_mib": fields["VmRSS"], "peak_rss_mib": fields["VmHWM"]}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def migrate(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{(home / 'distillery.db').resolve()}")
+    command.upgrade(config, "head")
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.name != "distillery.json":
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def upload_model(base_url: str, folder: Path, name: str) -> str:
+    response = httpx.post(
+        f"{base_url}/v1/models",
+        files={"file": (f"{name}.zip", zip_folder(folder))},
+        data={"text_columns": ",".join(TEXT_COLUMNS), "labels": ",".join(LABELS), "name": name},
+        timeout=300,
+    )
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+async def drive(base_url: str, path: str, frame: pd.DataFrame, concurrency: int) -> dict[str, Any]:
+    """Send every row of `frame` as its own request from `concurrency` closed-loop clients."""
+    bodies = [
+        json.dumps({"rows": [{c: row[c] for c in TEXT_COLUMNS}]}).encode()
+        for row in frame.to_dict("records")
+    ]
+    latencies = [0.0] * len(bodies)
+    predictions: list[str | None] = [None] * len(bodies)
+    statuses: Counter[int] = Counter()
+    pending = iter(range(len(bodies)))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=120) as client:
+
+        async def client_loop() -> None:
+            for index in pending:  # one shared iterator: each row is sent once
+                started = time.perf_counter()
+                response = await client.post(
+                    path, content=bodies[index], headers={"content-type": "application/json"}
+                )
+                latencies[index] = time.perf_counter() - started
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    predictions[index] = response.json()["predictions"][0]
+
+        for body in bodies[:concurrency]:  # warm the connections and the model
+            await client.post(path, content=body, headers={"content-type": "application/json"})
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    milliseconds = np.array(latencies) * 1000
+    correct = [p == label for p, label in zip(predictions, frame["label"], strict=True)]
+    return {
+        "concurrency": concurrency,
+        "requests": len(bodies),
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(bodies) / seconds, 1),
+        "rows_per_s": round(len(bodies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(milliseconds, 50)), 2),
+        "p95_ms": round(float(np.percentile(milliseconds, 95)), 2),
+        "p99_ms": round(float(np.percentile(milliseconds, 99)), 2),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "accuracy": round(float(np.mean(correct)), 4),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def scenario(base_url: str, name: str, path: str, frame: pd.DataFrame, c: int) -> dict[str, Any]:
+    result = asyncio.run(drive(base_url, path, frame, c))
+    print(
+        f"{name:>28} c={c:<3} {result['rows_per_s']:>7.1f} rows/s  p50 {result['p50_ms']:.1f} ms"
+        f"  p95 {result['p95_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
+        f"statuses {result['statuses']}  load {result['load_average_1m']}",
+        flush=True,
+    )
+    return {"scenario": name, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, default=Path("/tmp/distillery-serve-bench"))
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="intra-op threads, the same for the raw measurement and the server",
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    splits = qnli_splits()
+    test = splits["test"].head(args.rows)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
+
+    with Stopwatch() as setup_watch:
+        models = prepare_models(args.work, splits)
+    print(f"models ready in {setup_watch.seconds:.0f} s", flush=True)
+
+    # The limit: each model alone in this process, same rows, batches of 32 sorted by length.
+    student = Predictor(models["student"], batch_size=BATCH_ROWS)
+    student_int8 = Predictor(models["student"], batch_size=BATCH_ROWS)
+    apply_variant(student_int8, "int8")
+    teacher = Predictor(models["teacher"], batch_size=BATCH_ROWS)
+    default_threads = torch.get_num_threads()
+    threads_probe, _ = raw_throughput(student, test)
+    print(f"raw student float with torch's default {default_threads} threads: {threads_probe}")
+    torch.set_num_threads(args.torch_threads)
+
+    home = args.work / f"home-{int(time.time())}"
+    migrate(home)
+    log_path = args.work / "server.log"
+    threads = str(args.torch_threads)
+    batched = ApiServer(home, log_path, model_cache_size="8", inference_torch_threads=threads)
+    unbatched = ApiServer(
+        home,
+        log_path,
+        model_cache_size="5",
+        predict_max_batch_rows="1",
+        inference_torch_threads=threads,
+    )
+    raw_runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    try:
+        student_id = upload_model(batched.base_url, models["student"], "student")
+        teacher_id = upload_model(batched.base_url, models["teacher"], "teacher")
+        tuning_csv = splits["tuning"].to_csv(index=False).encode()
+        dataset = httpx.post(
+            f"{batched.base_url}/v1/datasets", files={"file": ("tuning.csv", tuning_csv)}
+        ).json()
+        variant = httpx.post(
+            f"{batched.base_url}/v1/models/{student_id}/variants",
+            json={"kind": "int8", "dataset": dataset["id"]},
+            timeout=600,
+        )
+        variant.raise_for_status()
+        recorded = variant.json()["comparison"]
+        print(f"int8 variant scored on the tuning rows: {recorded}", flush=True)
+        predict = f"/v1/models/{student_id}/predict"
+        # Interleaved rounds: the machine is shared, so every ratio is taken within one round
+        # (minutes apart at most) and the summary is the median over rounds.
+        for round_number in range(args.rounds):
+            outputs = {}
+            for name, predictor in [
+                ("student_float", student),
+                ("student_int8", student_int8),
+                ("teacher_float", teacher),
+            ]:
+                figures, outputs[name] = raw_throughput(predictor, test)
+                raw_runs.append({"round": round_number, "model": name, **figures})
+                print(f"round {round_number} raw {name:>14} {figures}", flush=True)
+            plan = [
+                (batched, "student float, batching", predict, 32),
+                (unbatched, "student float, no batching", predict, 32),
+                (batched, "student int8, batching", predict + "?variant=int8", 32),
+                (batched, "teacher float, batching", f"/v1/models/{teacher_id}/predict", 32),
+            ]
+            if round_number == 0:
+                plan += [(batched, "student float, batching", predict, c) for c in (1, 8)]
+            for server, name, path, concurrency in plan:
+                result = scenario(server.base_url, name, path, test, concurrency)
+                runs.append({"round": round_number, **result})
+        int8_agreement = float(
+            np.mean(
+                outputs["student_float"].argmax(axis=1) == outputs["student_int8"].argmax(axis=1)
+            )
+        )
+        metrics_text = httpx.get(f"{batched.base_url}/metrics").text
+        memory_batching = batched.memory()
+        batched.stop()
+
+        # 5 different models in the cache of one API process, for the memory figure.
+        model_ids = [student_id, teacher_id]
+        model_ids += [
+            upload_model(unbatched.base_url, models["student"], f"student-{i}") for i in (2, 3)
+        ]
+        model_ids.append(upload_model(unbatched.base_url, models["teacher"], "teacher-2"))
+        body = {"rows": [{c: test.iloc[0][c] for c in TEXT_COLUMNS}]}
+        for model_id in model_ids:
+            httpx.post(f"{unbatched.base_url}/v1/models/{model_id}/predict", json=body, timeout=300)
+        ready = [
+            httpx.get(f"{unbatched.base_url}/v1/models/{m}/ready").json()["ready"]
+            for m in model_ids
+        ]
+        memory_five = {**unbatched.memory(), "models_loaded": sum(ready)}
+    finally:
+        batched.stop()
+        unbatched.stop()
+    print(f"API memory with 5 models cached: {memory_five}", flush=True)
+
+    def per_round(numerator: Any, denominator: Any) -> list[float]:
+        return [round(numerator(r) / denominator(r), 3) for r in range(args.rounds)]
+
+    def http(name: str, concurrency: int = 32) -> Any:
+        return lambda r: next(
+            run["rows_per_s"]
+            for run in runs
+            if run["round"] == r and run["scenario"] == name and run["concurrency"] == concurrency
+        )
+
+    def raw(name: str) -> Any:
+        return lambda r: next(
+            run["rows_per_s"] for run in raw_runs if run["round"] == r and run["model"] == name
+        )
+
+    ratios = {
+        "http_over_raw_c32": per_round(http("student float, batching"), raw("student_float")),
+        "batching_speedup_c32": per_round(
+            http("student float, batching"), http("student float, no batching")
+        ),
+        "int8_speedup": per_round(http("student int8, batching"), http("student float, batching")),
+        "student_over_teacher": per_round(
+            http("student float, batching"), http("teacher float, batching")
+        ),
+        "raw_int8_over_float": per_round(raw("student_int8"), raw("student_float")),
+        "raw_student_over_teacher": per_round(raw("student_float"), raw("teacher_float")),
+    }
+    raw_accuracy = {run["model"]: run["accuracy"] for run in raw_runs}
+    drop_points = round(100 * (raw_accuracy["student_float"] - raw_accuracy["student_int8"]), 2)
+    summary = {
+        "http_over_raw_c32": statistics.median(ratios["http_over_raw_c32"]),
+        "batching_speedup_c32": statistics.median(ratios["batching_speedup_c32"]),
+        "int8_speedup": statistics.median(ratios["int8_speedup"]),
+        "int8_accuracy_drop_points": drop_points,
+        "student_over_teacher": statistics.median(ratios["student_over_teacher"]),
+    }
+    met = {
+        "http_over_raw_c32": summary["http_over_raw_c32"] >= 0.8,
+        "batching_speedup_c32": summary["batching_speedup_c32"] >= 3,
+        "int8_speedup": summary["int8_speedup"] >= 1.5,
+        "int8_accuracy_drop_points": summary["int8_accuracy_drop_points"] <= 1,
+        "student_over_teacher": summary["student_over_teacher"] >= 3,
+    }
+    print("per-round ratios:", ratios)
+    print("summary (medians over rounds):", summary)
+    print("met:", met)
+    path = write_results(
+        "serve",
+        {
+            "setup": {
+                "test_rows": len(test),
+                "rows_per_request": 1,
+                "rounds": args.rounds,
+                "teacher": f"all-MiniLM-L6-v2, 1 epoch on {TEACHER_ROWS} QNLI rows",
+                "student": "paraphrase-MiniLM-L3-v2 distilled 1 epoch on 800 rows, 200 tuning",
+                "server": "uvicorn, 1 process, 1 inference thread; micro-batching up to 32 "
+                "rows run as length-sorted chunks of 8; batching off: max batch rows 1",
+                "raw": "Predictor.raw_outputs on all rows at once: batches of 32 sorted by length",
+                "load_generator": "httpx.AsyncClient in the benchmark process, same machine",
+                "cpus": os.cpu_count(),
+                "torch_threads": args.torch_threads,
+                "setup_seconds": round(setup_watch.seconds, 1),
+                "models_reused_from_work_dir": models["reused"],
+                **{k: v for k, v in models.items() if k.endswith("_seconds")},
+            },
+            "raw_student_float_default_threads": {"threads": default_threads, **threads_probe},
+            "raw_in_process": raw_runs,
+            "http": runs,
+            "per_round_ratios": ratios,
+            "int8": {
+                "test_accuracy_float": raw_accuracy["student_float"],
+                "test_accuracy_int8": raw_accuracy["student_int8"],
+                "test_agreement_with_float": round(int8_agreement, 4),
+                "recorded_on_variant": recorded,
+            },
+            "memory": {"after_load_tests": memory_batching, "five_models_cached": memory_five},
+            "metrics_sample": [
+                line
+                for line in metrics_text.splitlines()
+                if line.startswith(
+                    (
+                        "distillery_predict_batch_rows_sum",
+                        "distillery_predict_batch_rows_count",
+                        "distillery_model_cache_total",
+                    )
+                )
+            ],
+            "targets": {
+                "http_over_raw_c32": ">= 0.8",
+                "batching_speedup_c32": ">= 3",
+                "int8_speedup": ">= 1.5 (HTTP c32 rows/s, int8 over float)",
+                "int8_accuracy_drop_points": "<= 1 (float minus int8 accuracy, test rows)",
+                "student_over_teacher": ">= 3 (HTTP c32 rows/s)",
+            },
+            "met": met,
+            "summary": summary,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

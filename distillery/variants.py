@@ -1,0 +1,114 @@
+"""CPU serving variants of a bundle, and what each costs in accuracy against the float model.
+
+`int8` is PyTorch dynamic quantization of every `nn.Linear`: weights stored as int8, activations
+quantized on the fly per batch. It is rebuilt from the bundle's float weights each time the
+model is loaded (quantizing a MiniLM takes well under a second), so a variant needs no weights
+of its own on disk: only the record of how much accuracy it gives up, measured once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.inference import softmax
+from distillery.metrics import classification_metrics, regression_metrics
+from distillery.predictor import Predictor, label_ids
+from distillery.tables import TableError
+
+FLOAT = "float"
+INT8 = "int8"
+VARIANT_KINDS = (FLOAT, INT8)
+
+
+class VariantError(ValueError):
+    """A variant cannot be built here (unknown kind, or not on this device)."""
+
+
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` with every nn.Linear dynamically quantized to int8 (CPU only)."""
+    with warnings.catch_warnings():
+        # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao, a separate
+        # package; the eager dynamic path still works and needs nothing more installed.
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+
+
+def apply_variant(predictor: Predictor, kind: str) -> None:
+    """Turn a loaded float predictor into `kind` in place."""
+    if kind == FLOAT:
+        return
+    if kind != INT8:
+        raise VariantError(f"unknown variant '{kind}'; variants are: {', '.join(VARIANT_KINDS)}")
+    if predictor.device != "cpu":
+        raise VariantError("the int8 variant runs on CPU only; serve the float model on a GPU")
+    predictor.model = quantize_linear_int8(predictor.model).eval()
+
+
+def module_memory_bytes(module: torch.nn.Module) -> int:
+    """Bytes held by a module's weights, counting packed quantized weights too."""
+    total = 0
+    for value in module.state_dict().values():
+        for tensor in _tensors_in(value):
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _metrics(predictor: Predictor, outputs: np.ndarray, labels: pd.Series) -> dict[str, float]:
+    if predictor.problem_type == "regression":
+        return regression_metrics(labels.astype(float).to_numpy(), outputs[:, 0])
+    return classification_metrics(label_ids(labels, predictor.metadata.labels), softmax(outputs))
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, tuple | list):
+        return [t for item in value for t in _tensors_in(item)]
+    return []
+
+
+def compare_variant(
+    predictor: Predictor, kind: str, frame: pd.DataFrame, label_column: str
+) -> dict[str, Any]:
+    """Score the float model and its `kind` variant on the same labelled rows.
+
+    Returns both metric dicts, the rows used, how often the two agree on the predicted class
+    (or their mean absolute difference, for regression) and, for classifiers, the accuracy the
+    variant gives up in percentage points (negative when it happens to do better).
+    """
+    if label_column not in frame.columns:
+        raise TableError(
+            f"label column '{label_column}' not found; columns are: {', '.join(frame.columns)}",
+            field="label",
+        )
+    float_model = predictor.model
+    float_outputs = predictor.raw_outputs(frame)
+    apply_variant(predictor, kind)
+    try:
+        variant_outputs = predictor.raw_outputs(frame)
+    finally:
+        predictor.model = float_model
+    float_metrics = _metrics(predictor, float_outputs, frame[label_column])
+    variant_metrics = _metrics(predictor, variant_outputs, frame[label_column])
+    result: dict[str, Any] = {
+        "rows": len(frame),
+        "float": float_metrics,
+        "variant": variant_metrics,
+    }
+    if predictor.problem_type == "regression":
+        result["mean_abs_difference"] = float(np.mean(np.abs(float_outputs - variant_outputs)))
+    else:
+        result["agreement"] = float(
+            np.mean(float_outputs.argmax(axis=1) == variant_outputs.argmax(axis=1))
+        )
+        result["accuracy_drop_points"] = round(
+            100 * (float_metrics["accuracy"] - variant_metrics["accuracy"]), 4
+        )
+    return result

@@ -1,0 +1,65 @@
+"""A distill job run by a real Celery worker leaves its student with a scored int8 variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import upload_table, wait_for_job, zip_folder
+
+pytestmark = pytest.mark.integration
+
+
+def test_distill_job_makes_an_int8_variant(
+    sqlite_settings: Settings,
+    start_worker,
+    qnli_tables: dict,
+    tiny_teacher_dir: Path,
+    tiny_student_dir: Path,
+) -> None:
+    start_worker(sqlite_settings)
+    with TestClient(create_app(sqlite_settings)) as client:
+        train = upload_table(client, qnli_tables["train"], "train.csv")
+        tuning = upload_table(client, qnli_tables["tuning"], "tuning.csv")
+        teacher = client.post(
+            "/v1/models",
+            files={"file": ("teacher.zip", zip_folder(tiny_teacher_dir))},
+            data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
+        ).json()
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "distill",
+                "train_dataset": train["id"],
+                "tuning_dataset": tuning["id"],
+                "teacher_model": teacher["id"],
+                "hyperparameters": {
+                    "model.hf_text.checkpoint_name": str(tiny_student_dir),
+                    "optimization.max_epochs": 1,
+                },
+            },
+        )
+        assert job.status_code == 202, job.text
+        finished = wait_for_job(client, job.json()["id"])
+        assert finished["status"] == "succeeded", finished["error"]
+        student_id = finished["model"]
+
+        variants = client.get(f"/v1/models/{student_id}/variants").json()["data"]
+        assert [v["kind"] for v in variants] == ["int8"]
+        comparison = variants[0]["comparison"]
+        assert variants[0]["dataset"] == tuning["id"]
+        assert comparison["rows"] == tuning["row_count"]
+        assert "accuracy_drop_points" in comparison and 0 <= comparison["agreement"] <= 1
+        # Made, not chosen: the float model stays the default until someone says otherwise.
+        assert variants[0]["is_default"] is False
+
+        rows = qnli_tables["test"][["question", "sentence"]].head(4).to_dict("records")
+        served = client.post(
+            f"/v1/models/{student_id}/predict", params={"variant": "int8"}, json={"rows": rows}
+        )
+        assert served.status_code == 200, served.text
+        assert len(served.json()["predictions"]) == 4
