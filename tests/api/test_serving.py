@@ -124,8 +124,9 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(
     for response, expected in zip(responses, one_by_one * 3, strict=True):
         got = response.json()["probabilities"][0]
         assert got == pytest.approx(expected, abs=1e-4)
-    # 18 requests, 2 forward passes: the batch taken first, then all queued behind it.
-    assert batch_count(app) - batches_before == 2
+    # 18 requests, at most 2 forward passes: the batch taken first (all 18 when the drain task
+    # starts only after every request has queued, as on a loaded machine), then the rest.
+    assert batch_count(app) - batches_before in (1, 2)
 
 
 async def until(
