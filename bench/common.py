@@ -28,10 +28,16 @@ TEXT_COLUMNS = ["question", "sentence"]
 MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_L3 = str(SHARED / "models" / "paraphrase-MiniLM-L3-v2")
 # Student backbones: name -> (checkpoint, layers kept)
-STUDENTS: dict[str, tuple[str, int | None]] = {
+STUDENTS: dict[str, tuple[str, int | list[int] | None]] = {
     "paraphrase-MiniLM-L3-v2": (MINILM_L3, None),
     "MiniLM-L6-cut-3": (MINILM_L6, 3),
+    # DistilBERT-style: every other layer. Distilled, it starts from the fine-tuned teacher's
+    # layers 0, 2, 4 (the teacher is all-MiniLM-L6-v2); without a teacher, from the pretrained
+    # model's same layers.
+    "MiniLM-L6-layers-024": (MINILM_L6, [0, 2, 4]),
 }
+# Students whose distilled runs start from the teacher's own weights.
+STUDENTS_FROM_TEACHER = {"MiniLM-L6-layers-024"}
 
 
 def qnli_splits(seed: int = 0) -> dict[str, pd.DataFrame]:

@@ -278,6 +278,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--models-from",
+        type=Path,
+        help="serve bundles trained elsewhere: a folder with teacher/ and student/ bundles "
+        "(e.g. bench/quality.py's scratch folder, copied or linked), described by --models-note",
+    )
+    parser.add_argument("--models-note", default="", help="what the --models-from bundles are")
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=1,
@@ -290,7 +297,14 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
 
     with Stopwatch() as setup_watch:
-        models = prepare_models(args.work, splits)
+        if args.models_from:
+            models = {
+                "teacher": args.models_from / "teacher",
+                "student": args.models_from / "student",
+                "reused": True,
+            }
+        else:
+            models = prepare_models(args.work, splits)
     print(f"models ready in {setup_watch.seconds:.0f} s", flush=True)
 
     # The limit: each model alone in this process, same rows, batches of 32 sorted by length.
@@ -437,8 +451,15 @@ def main() -> None:
                 "test_rows": len(test),
                 "rows_per_request": 1,
                 "rounds": args.rounds,
-                "teacher": f"all-MiniLM-L6-v2, 1 epoch on {TEACHER_ROWS} QNLI rows",
-                "student": "paraphrase-MiniLM-L3-v2 distilled 1 epoch on 800 rows, 200 tuning",
+                **(
+                    {"models": args.models_note or str(args.models_from)}
+                    if args.models_from
+                    else {
+                        "teacher": f"all-MiniLM-L6-v2, 1 epoch on {TEACHER_ROWS} QNLI rows",
+                        "student": "paraphrase-MiniLM-L3-v2 distilled 1 epoch on 800 rows, "
+                        "200 tuning",
+                    }
+                ),
                 "server": "uvicorn, 1 process, 1 inference thread; micro-batching up to 32 "
                 "rows run as length-sorted chunks of 8; batching off: max batch rows 1",
                 "raw": "Predictor.raw_outputs on all rows at once: batches of 32 sorted by length",
