@@ -4,8 +4,8 @@ Starts the service on the embedded default (SQLite, serverless Celery broker, lo
 in demo/output/, then with `distillery.client` (HTTP underneath): uploads QNLI tables, fine-tunes
 an all-MiniLM-L6-v2 teacher on rows the student never sees, distills a 3-layer student from the
 teacher's layers 0, 2 and 4, trains the same student from the pretrained layers without the
-teacher, compares the three on 1,000 held-out test rows, and saves the server's distillation report (learning curves and a
-comparison chart as PNG, and an HTML page with both) to a folder.
+teacher, compares the three on 1,000 held-out test rows, and saves the server's distillation
+report (learning curves and a comparison chart as PNG, and an HTML page with both) to a folder.
 
     python demo/qnli_tutorial.py                        # the README's command 1 runs this
     python demo/qnli_tutorial.py --report-dir my-report # report elsewhere
