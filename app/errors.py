@@ -20,6 +20,7 @@ from distillery.backbones import BackboneError
 from distillery.bundle import BundleError
 from distillery.hyperparams import HyperparameterError
 from distillery.tables import TableError, UnsupportedFormatError
+from distillery.variants import VariantError
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("distillery.api")
@@ -96,6 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BundleError)
     async def _bundle(request: Request, exc: BundleError) -> JSONResponse:
         return problem_response(request, 422, "Unusable model", str(exc))
+
+    @app.exception_handler(VariantError)
+    async def _variant(request: Request, exc: VariantError) -> JSONResponse:
+        # e.g. int8 asked of a server that runs models on a GPU: the variant exists, not here.
+        return problem_response(request, 409, "Variant not servable here", str(exc), "variant")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
