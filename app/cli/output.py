@@ -49,5 +49,18 @@ def print_fields(fields: Mapping[str, Any]) -> None:
         print(f"{key + ':':<{width + 1}} {text}")
 
 
+def print_listing(
+    items: Sequence[Any],
+    columns: Sequence[tuple[str, Callable[[Any], Any]]],
+    as_json: bool,
+    payload: Callable[[Any], Any],
+) -> None:
+    """A list command's output: the server's objects as JSON, or a table for people."""
+    if as_json:
+        print_json([payload(item) for item in items])
+    else:
+        print_table(items, columns)
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from app.cli.output import print_fields, print_json, print_table
+from app.cli.output import print_fields, print_json, print_listing, print_table
 from distillery.client import (
     DEFAULT_URL,
     Client,
@@ -126,11 +126,7 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
 
 
 def datasets_list(client: Client, args: argparse.Namespace) -> int:
-    datasets = client.datasets()
-    if args.json:
-        print_json([dataset.raw for dataset in datasets])
-    else:
-        print_table(datasets, DATASET_COLUMNS)
+    print_listing(client.datasets(), DATASET_COLUMNS, args.json, lambda dataset: dataset.raw)
     return 0
 
 
@@ -188,11 +184,7 @@ def models_upload(client: Client, args: argparse.Namespace) -> int:
 
 
 def models_list(client: Client, args: argparse.Namespace) -> int:
-    models = client.models()
-    if args.json:
-        print_json([model.raw for model in models])
-    else:
-        print_table(models, MODEL_COLUMNS)
+    print_listing(client.models(), MODEL_COLUMNS, args.json, lambda model: model.raw)
     return 0
 
 
@@ -343,10 +335,7 @@ def jobs_submit(client: Client, args: argparse.Namespace) -> int:
 
 def jobs_list(client: Client, args: argparse.Namespace) -> int:
     jobs = client.jobs(status=args.status, kind=args.kind)
-    if args.json:
-        print_json([job.data for job in jobs])
-    else:
-        print_table(jobs, JOB_COLUMNS)
+    print_listing(jobs, JOB_COLUMNS, args.json, lambda job: job.data)
     return 0
 
 
