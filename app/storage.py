@@ -37,6 +37,16 @@ class ArtifactNotFound(FileNotFoundError):
     """The key holds nothing (or, for a folder, no complete upload)."""
 
 
+def move_folder_into_place(folder: Path, destination: Path) -> Path:
+    """Move `folder` to `destination`, replacing what was there; returns `destination`.
+    A rename within one disk: readers see the whole folder or nothing."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.move(str(folder), destination)
+    return destination
+
+
 class ArtifactStore(Protocol):
     @property
     def location(self) -> str:
@@ -128,13 +138,7 @@ class LocalArtifactStore:
         return target
 
     def put_folder(self, key: str, folder: Path) -> Path:
-        destination = self.path(key)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
-            shutil.rmtree(destination)
-        # A rename within one disk: readers see the whole folder or nothing.
-        shutil.move(str(folder), destination)
-        return destination
+        return move_folder_into_place(folder, self.path(key))
 
     def local_folder(self, key: str) -> Path:
         target = self.path(key)

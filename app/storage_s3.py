@@ -33,7 +33,7 @@ import pandas as pd
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.storage import SCRATCH_DIR, ArtifactNotFound
+from app.storage import SCRATCH_DIR, ArtifactNotFound, move_folder_into_place
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -184,12 +184,7 @@ class S3ArtifactStore:
     def put_folder(self, key: str, folder: Path) -> Path:
         manifest = self._upload_folder(key, folder)
         (folder / MANIFEST).write_text(json.dumps(manifest))
-        cached = self.cache_path(key)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        if cached.exists():
-            shutil.rmtree(cached)
-        shutil.move(str(folder), cached)
-        return cached
+        return move_folder_into_place(folder, self.cache_path(key))
 
     def local_folder(self, key: str) -> Path:
         cached = self.cache_path(key)

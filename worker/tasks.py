@@ -344,12 +344,15 @@ def train_job(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     model = register_bundle(session, store, model_id, f"{job.kind}-{job.id}", job.id)
+    # The saved student, loaded once on CPU for the report and the serving variants.
+    student: Predictor | None = None
     if teacher is not None and data.tuning is not None:
         add_event(session, job.id, "report", "measuring the distillation report on tuning rows")
         session.commit()
         teacher.model.to("cpu")
+        student = Predictor(store.local_folder(model.storage_key))
         report = distillation_report(
-            Predictor(store.local_folder(model.storage_key)),
+            student,
             teacher,
             data.tuning,
             data.label_column,
@@ -375,6 +378,7 @@ def train_job(
             kinds=settings.variants_after_distill,
             max_rows=settings.variant_eval_max_rows,
             dataset_id=job.tuning_dataset_id,
+            student=student,
         )
     return model
 

@@ -49,11 +49,13 @@ def make_variant(
     dataset_id: str | None,
     max_rows: int,
     make_default: bool = False,
+    predictor: Predictor | None = None,
 ) -> ModelVariant:
     """Build `kind` from the model's float weights, score both on up to `max_rows` labelled
-    rows, record the comparison (replacing an earlier one) and commit."""
+    rows, record the comparison (replacing an earlier one) and commit. `predictor`, the model
+    already loaded on CPU, saves loading it again (it is left as it was)."""
     rows = frame.head(max_rows)
-    predictor = Predictor(bundle_folder(store, model.storage_key), device="cpu")
+    predictor = predictor or Predictor(bundle_folder(store, model.storage_key), device="cpu")
     comparison = compare_variant(predictor, kind, rows, label_column)
     key = variant_key(model, kind)
     # The recipe, next to the model: int8 is rebuilt from the float weights at load time.
@@ -95,6 +97,7 @@ def make_variants_after_distill(
     kinds: list[str],
     max_rows: int,
     dataset_id: str | None,
+    student: Predictor | None = None,
 ) -> list[ModelVariant]:
     """The variants a distill job makes for its student; one failing does not stop the rest."""
     made = []
@@ -110,6 +113,7 @@ def make_variants_after_distill(
                     label_column,
                     dataset_id=dataset_id,
                     max_rows=max_rows,
+                    predictor=student,
                 )
             )
         except Exception:
