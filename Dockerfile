@@ -27,8 +27,11 @@ RUN pip install --upgrade pip \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY distillery/ ./distillery/
+COPY domain/ ./domain/
 COPY app/ ./app/
 COPY worker/ ./worker/
+COPY distillery_cli/ ./distillery_cli/
+COPY distillery_client/ ./distillery_client/
 COPY alembic/ ./alembic/
 COPY alembic.ini ./
 
@@ -63,8 +66,11 @@ COPY --from=builder /opt/venv /opt/venv
 # alembic/ are needed at runtime by the migrate job (`alembic upgrade head`).
 WORKDIR /app
 COPY --from=builder /src/distillery/ ./distillery/
+COPY --from=builder /src/domain/ ./domain/
 COPY --from=builder /src/app/ ./app/
 COPY --from=builder /src/worker/ ./worker/
+COPY --from=builder /src/distillery_cli/ ./distillery_cli/
+COPY --from=builder /src/distillery_client/ ./distillery_client/
 COPY --from=builder /src/alembic/ ./alembic/
 COPY --from=builder /src/alembic.ini ./
 

@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.config import Settings
-from app.db import make_engine
-from app.orm import Base
+from domain.config import Settings
+from domain.db import make_engine
+from domain.orm import Base
 
 config = context.config
 if config.config_file_name is not None:

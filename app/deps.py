@@ -10,12 +10,12 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.auth import LOCAL_CALLER, Caller, authenticate
-from app.config import Settings
 from app.errors import Problem
 from app.idempotency import Idempotency
 from app.serving import PredictorCache
-from app.storage import ArtifactStore
+from domain.auth import LOCAL_CALLER, Caller, authenticate
+from domain.config import Settings
+from domain.storage import ArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -19,15 +19,39 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from distillery.backbones import BackboneError
 from distillery.bundle import BundleError
 from distillery.hyperparams import HyperparameterError
+from distillery.plan import PlanError
 from distillery.tables import TableError, UnsupportedFormatError
 from distillery.variants import VariantError
+from domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    Unsupported,
+)
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("distillery.api")
 
 
+# The one place domain errors become HTTP statuses.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Invalid: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Forbidden: 403,
+    TooLarge: 413,
+    Unsupported: 415,
+    Unavailable: 503,
+}
+
+
 class Problem(Exception):
-    """An error for the client: HTTP status, a short title, a detail that says how to fix it."""
+    """An error of the HTTP layer itself (auth, content negotiation, body limits): status, a
+    short title, a detail that says how to fix it. The services raise domain errors instead."""
 
     def __init__(
         self,
@@ -43,10 +67,6 @@ class Problem(Exception):
         self.status, self.title, self.detail, self.field = status, title, detail, field
         self.extra = extra or {}
         self.headers = headers
-
-
-def not_found(kind: str, identifier: str, field: str | None = None) -> Problem:
-    return Problem(404, f"{kind} not found", f"no {kind} with id '{identifier}'", field=field)
 
 
 def problem_response(
@@ -77,6 +97,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(
             request, exc.status, exc.title, exc.detail, exc.field, exc.extra, exc.headers
         )
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        status = next(code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind))
+        return problem_response(request, status, exc.title, exc.detail, exc.field, exc.extra)
+
+    @app.exception_handler(PlanError)
+    async def _plan(request: Request, exc: PlanError) -> JSONResponse:
+        return problem_response(request, 422, exc.title, str(exc), exc.field)
 
     @app.exception_handler(TableError)
     async def _table(request: Request, exc: TableError) -> JSONResponse:

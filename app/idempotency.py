@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Problem
-from app.orm import IdempotencyRecord, utcnow
+from domain.orm import IdempotencyRecord, utcnow
 
 # After this a key may be used again for a new request.
 KEY_LIFETIME = timedelta(hours=24)

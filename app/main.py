@@ -9,17 +9,18 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import distillery
-from app.config import Settings, get_settings
-from app.db import make_engine, make_session_factory
 from app.deps import current_caller
 from app.errors import document_problems, install_error_handlers, problem_responses
-from app.logging_setup import RequestIdMiddleware, configure_logging
+from app.logging_setup import RequestIdMiddleware
 from app.prometheus import install_metrics
-from app.queue import make_celery
 from app.routes import datasets, health, jobs, models
 from app.serving import make_predictor_cache, serving_lifespan
-from app.storage import make_store
 from app.uploads import FORM_OVERHEAD_BYTES, BodySizeLimit
+from domain.config import Settings, get_settings
+from domain.db import make_engine, make_session_factory
+from domain.logs import configure_logging
+from domain.queue import make_celery
+from domain.storage import make_store
 
 log = logging.getLogger("distillery.api")
 

@@ -1,13 +1,22 @@
-"""Request and response bodies of the /v1 API. One concept, one name: these match the columns."""
+"""Request and response bodies of the /v1 API. Field names are the API's: where a column is
+named otherwise (`train_dataset_id`, `result_model_id`), the route's `*_out` function maps it."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_PREDICT_ROWS = 1024
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a listing, newest first."""
+
+    data: list[ItemT]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
 
 
 DATASET_EXAMPLE: dict[str, Any] = {
@@ -80,9 +89,8 @@ class DatasetDetail(DatasetOut):
     )
 
 
-class DatasetPage(BaseModel):
-    data: list[DatasetOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+class DatasetPage(Page[DatasetOut]):
+    pass
 
 
 class DatasetFromPath(BaseModel):
@@ -169,9 +177,8 @@ class ModelOut(BaseModel):
     )
 
 
-class ModelPage(BaseModel):
-    data: list[ModelOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+class ModelPage(Page[ModelOut]):
+    pass
 
 
 class JobCreate(BaseModel):
@@ -252,9 +259,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-class JobPage(BaseModel):
-    data: list[JobOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+class JobPage(Page[JobOut]):
+    pass
 
 
 class JobEventOut(BaseModel):

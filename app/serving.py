@@ -30,28 +30,19 @@ from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 
 from app.batching import MicroBatcher
-from app.config import Settings
-from app.orm import Model
-from app.storage import ArtifactStore
+from distillery.encoding import EncodedRow
 from distillery.predictor import Predictor
 from distillery.variants import apply_variant, module_memory_bytes
+from domain.config import Settings
+from domain.orm import Model
+from domain.storage import ArtifactStore
 
 log = logging.getLogger("distillery.serving")
 
 LoadState = Literal["ready", "loading", "failed", "not_loaded"]
-# One request's rows, reduced to the model's text columns (validated before they are queued).
+# One request's rows, reduced to the model's text columns (validated, then encoded, before
+# they are queued).
 RequestRows = list[dict[str, str]]
-
-
-def bundle_folder(store: ArtifactStore, storage_key: str) -> Path:
-    """The local folder of a model's bundle: the one place serving turns a model into a path.
-    On an object store the bundle is downloaded once per host (blocking: call from a thread)."""
-    return store.local_folder(storage_key)
-
-
-def variant_key(model: Model, kind: str) -> str:
-    """Variant artifacts live under the model's own key, so deleting the model deletes them."""
-    return f"{model.storage_key}/variants/{kind}"
 
 
 def pick_serving_device(wanted: str) -> str:
@@ -85,13 +76,16 @@ class ServedModel:
     predictor: Predictor
     memory_bytes: int
     load_seconds: float
-    batcher: MicroBatcher[RequestRows, np.ndarray] = field(init=False, repr=False)
+    batcher: MicroBatcher[list[EncodedRow], np.ndarray] = field(init=False, repr=False)
 
-    def forward(self, requests: list[RequestRows]) -> list[np.ndarray]:
-        """Raw outputs for each request's rows, from one pass over all of them."""
-        rows = [row for request in requests for row in request]
-        frame = pd.DataFrame.from_records(rows, columns=self.predictor.metadata.text_columns)
-        outputs = self.predictor.raw_outputs(frame)
+    def encode(self, rows: RequestRows) -> list[EncodedRow]:
+        """One request's rows as token ids: done before they queue, off the inference thread."""
+        columns = self.predictor.metadata.text_columns
+        return self.predictor.encode(pd.DataFrame.from_records(rows, columns=columns))
+
+    def forward(self, requests: list[list[EncodedRow]]) -> list[np.ndarray]:
+        """Raw outputs for each request's rows, from one forward pass over all of them."""
+        outputs = self.predictor.forward([row for request in requests for row in request])
         bounds = np.cumsum([len(request) for request in requests])[:-1]
         return list(np.split(outputs, bounds))
 
@@ -261,7 +255,7 @@ class PredictorCache:
             on_batch=self.on_batch,
         )
         # Warm-up: the first forward pass pays for lazy kernels and allocator growth.
-        served.forward([[dict.fromkeys(predictor.metadata.text_columns, "warm up")]])
+        served.forward([served.encode([dict.fromkeys(predictor.metadata.text_columns, "warm up")])])
         served.load_seconds = time.perf_counter() - started
         self.on_event("load")
         log.info(
@@ -292,7 +286,7 @@ def preload(
             log.error("cannot preload %s: no such model", model_id)
             continue
         try:
-            cache.get(model_id, partial(bundle_folder, store, storage_key), variant or "float")
+            cache.get(model_id, partial(store.local_folder, storage_key), variant or "float")
         except Exception:
             log.exception("could not preload model %s (%s)", model_id, variant or "float")
 

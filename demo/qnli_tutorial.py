@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from distillery.client import Client, Job
+from distillery_client import Client, Job
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,7 +106,7 @@ def running_service(home: Path) -> Iterator[str]:
         env.pop(name, None)  # the demo runs on the embedded default, whatever the shell says
     python = sys.executable
     subprocess.run(
-        [python, "-m", "app.cli", "migrate"],
+        [python, "-m", "distillery_cli", "migrate"],
         cwd=ROOT,
         env=env,
         check=True,
@@ -118,14 +118,14 @@ def running_service(home: Path) -> Iterator[str]:
     logs.mkdir(parents=True, exist_ok=True)
     processes = [
         subprocess.Popen(
-            [python, "-m", "app.cli", "serve", "--port", str(port)],
+            [python, "-m", "distillery_cli", "serve", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=(logs / "api.log").open("w"),
             stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
-            [python, "-m", "app.cli", "worker"],
+            [python, "-m", "distillery_cli", "worker"],
             cwd=ROOT,
             env=env,
             stdout=(logs / "worker.log").open("w"),

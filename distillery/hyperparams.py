@@ -73,6 +73,12 @@ class TrainingConfig:
     # Noisy copies of each labelled row, labelled by the teacher only (distillery/augment.py).
     augmentation_copies: int = 0
     augmentation_word_probability: float = 0.1
+    # Pairs recombined across rows (a question with another row's sentence), teacher-labelled.
+    # None: AUTO_PAIR_COPIES when a distill job's task has two or more text columns, else none.
+    augmentation_pair_copies: int | None = None
+    # The teacher's own training rows join the transfer set, unlabelled. None: when the
+    # teacher's lineage knows them (it was trained here); True insists, False never.
+    transfer_from_teacher_data: bool | None = None
 
     @property
     def needs_teacher_features(self) -> bool:
@@ -147,6 +153,21 @@ def _non_empty_string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string, got {value!r}")
     return value.strip()
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _or_auto(validate: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """None (the default) means the job decides; see the field's comment."""
+
+    def check(value: Any) -> Any:
+        return None if value is None else validate(value)
+
+    return check
 
 
 def _optional_one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
@@ -228,6 +249,11 @@ _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
         "augmentation_word_probability",
         _number(0.0, 0.5),
     ),
+    "distiller.augmentation_pair_copies": (
+        "augmentation_pair_copies",
+        _or_auto(_non_negative_int),
+    ),
+    "distiller.transfer_from_teacher_data": ("transfer_from_teacher_data", _or_auto(_boolean)),
     "optimization.validation_metric": (
         "validation_metric",
         _optional_one_of(VALIDATION_METRICS),
@@ -240,6 +266,9 @@ _SPECS["distiller.softmax_regression_loss_weight"] = _SPECS["distiller.softmax_r
 
 KNOWN_KEYS: tuple[str, ...] = tuple(sorted(_SPECS))
 DISTILLER_KEYS: tuple[str, ...] = tuple(k for k in KNOWN_KEYS if k.startswith("distiller."))
+
+# Recombined pairs per labelled row a distill job makes unless told (bench/quality.py).
+AUTO_PAIR_COPIES = 2
 
 
 def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> TrainingConfig:
@@ -265,6 +294,11 @@ def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> Training
         except ValueError as exc:
             raise HyperparameterError(key, str(exc)) from None
         given_as[field_name] = key
+    if "per_device_batch_size" not in values:
+        # As AutoMM does: the per-device default never exceeds the batch size, so
+        # {"env.batch_size": 8} alone means 8 rows per step on one device.
+        batch_size = values.get("batch_size", TrainingConfig.batch_size)
+        values["per_device_batch_size"] = min(TrainingConfig.per_device_batch_size, batch_size)
     config = TrainingConfig(**values)
     if config.teacher_mode == "cached" and config.needs_online_teacher:
         raise HyperparameterError(

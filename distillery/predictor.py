@@ -1,7 +1,9 @@
-"""Load a bundle and predict, predict_proba or evaluate on a table (used by the API and worker)."""
+"""Load a bundle; encode, forward and decode rows; predict, predict_proba or evaluate on a table
+(used by the API, the worker and the benchmarks)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pandas as pd
 
 from distillery.backbones import load_classifier
 from distillery.bundle import BundleMetadata, read_metadata
-from distillery.encoding import encode_rows
+from distillery.encoding import EncodedRow, encode_rows
 from distillery.inference import compute_outputs, softmax
 from distillery.metrics import classification_metrics, regression_metrics
 from distillery.tables import TableError, label_to_class_name
@@ -46,27 +48,48 @@ class Predictor:
                 field="text_columns",
             )
 
-    def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+    def encode(self, frame: pd.DataFrame) -> list[EncodedRow]:
+        """Token ids of each row, unpadded (tokenizing only: no forward pass)."""
         self.check_columns(frame)
-        rows = encode_rows(
+        return encode_rows(
             self.tokenizer, frame, self.metadata.text_columns, self.metadata.max_text_len
         )
+
+    def forward(self, rows: Sequence[EncodedRow]) -> np.ndarray:
+        """Raw outputs (logits, or one value per row for regression) of encoded rows."""
         pad_id = self.tokenizer.pad_token_id or 0
         # compute_outputs runs under inference_mode itself.
         return compute_outputs(
             self.model, rows, batch_size=self.batch_size, pad_token_id=pad_id, device=self.device
         )
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        if self.problem_type == "regression":
-            raise TableError("predict_proba is for classifiers; this model does regression")
-        return softmax(self.raw_outputs(frame))
+    def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.forward(self.encode(frame))
 
-    def predict(self, frame: pd.DataFrame) -> list[str] | list[float]:
-        outputs = self.raw_outputs(frame)
+    def decode(self, outputs: np.ndarray) -> list[str] | list[float]:
+        """Raw outputs as predictions: class names in the bundle's label order, or values."""
         if self.problem_type == "regression":
             return [float(v) for v in outputs[:, 0]]
         return [self.metadata.labels[i] for i in outputs.argmax(axis=1)]
+
+    def probabilities(self, outputs: np.ndarray) -> list[dict[str, float]]:
+        """Raw outputs as each row's probability per class name."""
+        labels = self.metadata.labels
+        return [
+            {label: float(p) for label, p in zip(labels, row, strict=True)}
+            for row in self._softmax(outputs)
+        ]
+
+    def _softmax(self, outputs: np.ndarray) -> np.ndarray:
+        if self.problem_type == "regression":
+            raise TableError("predict_proba is for classifiers; this model does regression")
+        return softmax(outputs)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self._softmax(self.raw_outputs(frame))
+
+    def predict(self, frame: pd.DataFrame) -> list[str] | list[float]:
+        return self.decode(self.raw_outputs(frame))
 
     def evaluate(self, frame: pd.DataFrame, label_column: str) -> dict[str, float]:
         if label_column not in frame.columns:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README command 2; .ci/run calls it): services up, virtualenv set up from the
-# project's own files, lint, then the whole suite. Extra arguments go to pytest.
+# project's own files, lint, the architecture's import contracts, then the whole suite. Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,5 @@ bash scripts/ensure-services.sh
 .venv/bin/pip install -q -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/pytest -q "$@"

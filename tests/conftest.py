@@ -25,8 +25,8 @@ from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.factories import qnli_like_frame, save_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]

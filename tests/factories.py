@@ -9,6 +9,8 @@ import pandas as pd
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+from domain.orm import Dataset, Job
+
 SUBJECTS = ["river", "city", "king", "bridge", "painter", "engine", "forest", "treaty"]
 POSITIVE_WORDS = ["flows", "built", "ruled", "crossed", "painted", "powered", "grew", "signed"]
 NEGATIVE_WORDS = ["unknown", "never", "nobody", "nothing", "absent", "missing", "lost", "none"]
@@ -91,3 +93,32 @@ def save_tiny_mpnet(
     MPNetForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def dataset_row() -> Dataset:
+    """A dataset row for tests that need a job's foreign key, not its table."""
+    return Dataset(
+        name="d",
+        filename="d.csv",
+        format="csv",
+        row_count=1,
+        columns=["t"],
+        text_columns=["t"],
+        label_column=None,
+        problem_type=None,
+        label_counts={},
+        storage_key="datasets/d.parquet",
+        size_bytes=1,
+    )
+
+
+def job_row(dataset_id: str, **values: object) -> Job:
+    """A fine-tune job row on `dataset_id`; `values` set its other columns."""
+    return Job(
+        kind="finetune",
+        train_dataset_id=dataset_id,
+        label="label",
+        text_columns=["t"],
+        hyperparameters={},
+        **values,
+    )

@@ -11,10 +11,10 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_ready, worker_shutdown
 
-from app.config import get_settings
-from app.db import make_engine, make_session_factory
-from app.logging_setup import configure_logging
-from app.queue import make_celery
+from domain.config import get_settings
+from domain.logs import configure_logging
+from domain.queue import make_celery
+from domain.runtime import make_runtime
 
 celery = make_celery(get_settings())
 celery.conf.update(
@@ -48,8 +48,7 @@ def start_reaper(**_: Any) -> None:
     from worker.reaper import ReaperThread
 
     settings = get_settings()
-    factory = make_session_factory(make_engine(settings.resolved_database_url()))
-    _reaper = ReaperThread(factory, celery, settings)
+    _reaper = ReaperThread(make_runtime(settings).sessions, celery, settings)
     _reaper.start()
 
 

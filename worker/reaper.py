@@ -6,8 +6,9 @@
 - A queued job whose message was sent more than `requeue_after_seconds` ago and never claimed
   has its message sent again (a broker restart without persistence loses messages).
 
-Every change is a compare-and-set on the job row, so any number of reapers may run at once (each
-worker runs one in its main process; `distillery reaper` runs one on its own).
+Every change is a compare-and-set on the job row (domain/lifecycle.py), so any number of
+reapers may run at once (each worker runs one in its main process; `distillery reaper` runs one
+on its own).
 """
 
 from __future__ import annotations
@@ -16,21 +17,18 @@ import logging
 import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
 
 from celery import Celery
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.orm import Job, JobEvent, utcnow
-from app.services.jobs import send_job
+from domain import lifecycle
+from domain.config import Settings
+from domain.jobs import send_job
+from domain.orm import Job, utcnow
+from domain.status import JobStatus
 
 log = logging.getLogger("distillery.reaper")
-
-
-def _changed(result: Any) -> bool:
-    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 def reap_once(session: Session, celery: Celery, settings: Settings) -> dict[str, list[str]]:
@@ -39,67 +37,22 @@ def reap_once(session: Session, celery: Celery, settings: Settings) -> dict[str,
     stale_before = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     outcome: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": []}
     stale = session.scalars(
-        select(Job).where(Job.status == "running", Job.heartbeat_at < stale_before)
+        select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before)
     ).all()
     for job in stale:
-        lost = (
-            Job.id == job.id,
-            Job.status == "running",
-            Job.attempt == job.attempt,
-            Job.heartbeat_at < stale_before,
-        )
-        silent_for = round((now - job.heartbeat_at).total_seconds()) if job.heartbeat_at else None
         if job.attempt < settings.max_attempts and not job.cancel_requested:
-            if _changed(session.execute(update(Job).where(*lost).values(status="queued"))):
-                session.add(
-                    JobEvent(
-                        job_id=job.id,
-                        kind="retried",
-                        message=f"worker {job.worker} silent for {silent_for} s; attempt "
-                        f"{job.attempt + 1} of {settings.max_attempts} will resume from the "
-                        "last checkpoint",
-                        data={"lost_attempt": job.attempt, "worker": job.worker},
-                    )
-                )
-                session.commit()
+            if lifecycle.requeue_lost(session, job, stale_before, settings.max_attempts):
                 send_job(session, celery, job, settings.task_queue)
                 outcome["requeued"].append(job.id)
-            continue
-        status, code = (
-            ("cancelled", "cancelled") if job.cancel_requested else ("failed", "worker_lost")
-        )
-        message = (
-            f"worker {job.worker} stopped answering (silent for {silent_for} s) on "
-            f"attempt {job.attempt} of {settings.max_attempts}"
-        )
-        if _changed(
-            session.execute(
-                update(Job)
-                .where(*lost)
-                .values(status=status, error_code=code, error_message=message, finished_at=now)
-            )
-        ):
-            session.add(
-                JobEvent(
-                    job_id=job.id,
-                    kind=status,
-                    message=message,
-                    data={"attempt": job.attempt, "code": code},
-                )
-            )
-            session.commit()
+        elif lifecycle.fail_lost(session, job, stale_before, settings.max_attempts):
             outcome["failed"].append(job.id)
 
     resend_before = now - timedelta(seconds=settings.requeue_after_seconds)
     forgotten = session.scalars(
-        select(Job).where(Job.status == "queued", Job.enqueued_at < resend_before)
+        select(Job).where(Job.status == JobStatus.QUEUED, Job.enqueued_at < resend_before)
     ).all()
     for job in forgotten:
-        session.add(
-            JobEvent(
-                job_id=job.id, kind="requeued", message="not claimed in time; message sent again"
-            )
-        )
+        lifecycle.add_event(session, job.id, "requeued", "not claimed in time; message sent again")
         send_job(session, celery, job, settings.task_queue)
         outcome["resent"].append(job.id)
     session.commit()

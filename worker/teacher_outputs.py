@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from app.storage import TEACHER_OUTPUTS_KEY, ArtifactStore
 from distillery.teacher_cache import TeacherCache, TeacherOutputs
+from domain.storage import TEACHER_OUTPUTS_KEY, ArtifactStore
 
 log = logging.getLogger(__name__)
 

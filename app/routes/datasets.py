@@ -7,10 +7,9 @@ from fastapi.responses import JSONResponse
 from app.deps import CallerDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json, fingerprint_upload
-from app.orm import Dataset
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import DatasetDetail, DatasetFromPath, DatasetOut, DatasetPage
-from app.services.datasets import (
+from app.uploads import parse_name_list, read_capped
+from domain.datasets import (
     delete_dataset,
     describe_stored,
     get_dataset,
@@ -18,8 +17,9 @@ from app.services.datasets import (
     list_datasets,
     read_server_file,
 )
-from app.storage import ArtifactStore
-from app.uploads import parse_name_list, read_capped
+from domain.orm import Dataset
+from domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from domain.storage import ArtifactStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

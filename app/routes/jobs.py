@@ -11,8 +11,6 @@ from app.deps import CallerDep, CeleryDep, IdempotencyDep, SessionDep, SettingsD
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json
 from app.negotiation import choose_media_type
-from app.orm import Job, utcnow
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import (
     JobCreate,
     JobError,
@@ -23,7 +21,9 @@ from app.schemas import (
     JobOut,
     JobPage,
 )
-from app.services.jobs import (
+from app.services.reports import ReportFigure, report_html, report_png
+from domain.jobs import (
+    JobRequest,
     cancel_job,
     get_job,
     job_events,
@@ -32,7 +32,8 @@ from app.services.jobs import (
     list_jobs,
     submit_job,
 )
-from app.services.reports import ReportFigure, report_html, report_png
+from domain.orm import Job, utcnow
+from domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -99,7 +100,7 @@ async def create_job(
             store,
             celery,
             settings.task_queue,
-            request,
+            JobRequest(**request.model_dump()),
             caller,
             settings.allowed_data_roots,
         )

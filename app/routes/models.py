@@ -11,8 +11,6 @@ from starlette.background import BackgroundTask
 from app.deps import CallerDep, IdempotencyDep, PredictorsDep, SessionDep, SettingsDep, StoreDep
 from app.errors import Problem, problem_responses
 from app.idempotency import fingerprint_upload
-from app.orm import Model
-from app.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from app.schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -26,32 +24,40 @@ from app.schemas import (
     VariantList,
     VariantOut,
 )
-from app.services.datasets import get_dataset
-from app.services.models import (
+from app.services.predict import evaluate as evaluate_on_dataset
+from app.services.predict import predict as predict_rows
+from app.services.predict import readiness, serving_target
+from app.serving import ServingContext, serving_context
+from app.uploads import parse_name_list, read_capped
+from domain.datasets import get_dataset
+from domain.models import (
     bundle_archive,
     delete_model,
     get_model,
     list_models,
     register_upload,
 )
-from app.services.predict import (
-    checked_rows,
-    evaluate_model,
-    predict_outputs,
-    prediction_response,
-    readiness,
-    served_model,
-    serving_target,
-)
-from app.services.variants import comparison_dataset, list_variants, make_variant, variant_out
-from app.serving import ServingContext, serving_context
-from app.uploads import parse_name_list, read_capped
+from domain.orm import Model, ModelVariant
+from domain.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from domain.variants import comparison_dataset, list_variants, make_variant
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 def model_out(model: Model) -> ModelOut:
     return ModelOut.model_validate(model, from_attributes=True)
+
+
+def variant_out(variant: ModelVariant, model: Model) -> VariantOut:
+    return VariantOut(
+        id=variant.id,
+        model=variant.model_id,
+        kind=variant.kind,
+        dataset=variant.dataset_id,
+        comparison=variant.comparison,
+        is_default=model.default_variant == variant.kind,
+        created_at=variant.created_at,
+    )
 
 
 @router.post(
@@ -142,12 +148,12 @@ def read_model(model_id: str, session: SessionDep, caller: CallerDep) -> ModelOu
         **problem_responses(404),
     },
 )
-async def download_model(
+def download_model(
     model_id: str, session: SessionDep, store: StoreDep, caller: CallerDep
 ) -> FileResponse:
     """Download the model's bundle; `transformers` loads the unpacked folder as it is."""
     model = get_model(session, model_id, caller=caller)
-    archive = await run_in_threadpool(bundle_archive, store, model)
+    archive = bundle_archive(store, model)
     return FileResponse(
         archive,
         media_type="application/gzip",
@@ -203,11 +209,7 @@ async def predict(
 
     Concurrent requests for one model share forward passes (micro-batching); when too many rows
     are already queued the answer is 429 with Retry-After."""
-    target = await run_in_threadpool(serving_target, session, model_id, variant, caller)
-    rows = checked_rows(request.rows, target.text_columns, serving.settings, request.truncate)
-    served = await served_model(serving.cache, serving.store, target)
-    outputs = await predict_outputs(served, rows, serving.settings.predict_timeout_seconds)
-    return prediction_response(served, outputs, request.return_probabilities)
+    return await predict_rows(serving, session, caller, model_id, variant, request)
 
 
 @router.post(
@@ -225,18 +227,9 @@ async def predict_proba(
     variant: str | None = VariantQuery,
 ) -> PredictResponse:
     """Class probabilities (with the predicted class) for up to 1024 rows; classifiers only."""
-    target = await run_in_threadpool(serving_target, session, model_id, variant, caller)
-    rows = checked_rows(request.rows, target.text_columns, serving.settings, request.truncate)
-    served = await served_model(serving.cache, serving.store, target)
-    if served.predictor.problem_type == "regression":
-        raise Problem(
-            422,
-            "Not a classifier",
-            f"model '{target.model_id}' does regression: use /predict",
-            field="model_id",
-        )
-    outputs = await predict_outputs(served, rows, serving.settings.predict_timeout_seconds)
-    return prediction_response(served, outputs, with_probabilities=True)
+    return await predict_rows(
+        serving, session, caller, model_id, variant, request, classifiers_only=True
+    )
 
 
 @router.get(
@@ -276,7 +269,7 @@ def read_variants(model_id: str, session: SessionDep, caller: CallerDep) -> Vari
     operation_id="create_model_variant",
     responses=problem_responses(404, 422),
 )
-async def create_variant(
+def create_variant(
     model_id: str,
     request: VariantCreate,
     session: SessionDep,
@@ -301,9 +294,8 @@ async def create_variant(
             f"dataset '{dataset.id}' has no label column; name one with label",
             field="label",
         )
-    frame = await run_in_threadpool(store.read_table, dataset.storage_key)
-    variant = await run_in_threadpool(
-        make_variant,
+    frame = store.read_table(dataset.storage_key)
+    variant = make_variant(
         session,
         store,
         model,
@@ -323,20 +315,13 @@ async def create_variant(
     operation_id="evaluate",
     responses=problem_responses(400, 404, 413, 422),
 )
-async def evaluate(
+def evaluate(
     model_id: str,
     request: EvaluateRequest,
     session: SessionDep,
-    store: StoreDep,
-    predictors: PredictorsDep,
+    serving: ServingDep,
     caller: CallerDep,
     variant: str | None = VariantQuery,
 ) -> EvaluateResponse:
     """Score the model on one of your stored datasets (accuracy, F1, ROC AUC; or RMSE, R²)."""
-    model = get_model(session, model_id, caller=caller)
-    dataset = get_dataset(session, request.dataset, "dataset", caller=caller)
-    target = serving_target(session, model_id, variant, caller)
-    served = await served_model(predictors, store, target)
-    return await run_in_threadpool(
-        evaluate_model, served.predictor, model, dataset, store, request.label
-    )
+    return evaluate_on_dataset(serving, session, caller, model_id, variant, request)

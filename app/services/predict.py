@@ -1,4 +1,8 @@
-"""Predict on JSON rows through the serving cache and batcher; evaluate on stored datasets."""
+"""Predict on JSON rows through the serving cache and batcher; evaluate on stored datasets.
+
+Each route makes one call here. Database reads run in a thread (never on the event loop), rows
+are tokenized in a thread before they queue, so the inference thread runs forward passes only,
+and the model's own predictor decodes its outputs."""
 
 from __future__ import annotations
 
@@ -11,18 +15,25 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import Caller
 from app.batching import BatchTimeout, QueueFull
-from app.config import Settings
 from app.errors import Problem
-from app.orm import Dataset, Model, ModelVariant
-from app.schemas import EvaluateResponse, ModelReadiness, PredictResponse
-from app.services.models import get_model
-from app.serving import PredictorCache, RequestRows, ServedModel, bundle_folder
-from app.storage import ArtifactStore
-from distillery.inference import softmax
-from distillery.predictor import Predictor
+from app.schemas import (
+    EvaluateRequest,
+    EvaluateResponse,
+    ModelReadiness,
+    PredictProbaRequest,
+    PredictRequest,
+    PredictResponse,
+)
+from app.serving import PredictorCache, RequestRows, ServedModel, ServingContext
+from distillery.encoding import EncodedRow
 from distillery.variants import FLOAT, VARIANT_KINDS
+from domain.auth import Caller
+from domain.config import Settings
+from domain.datasets import get_dataset
+from domain.models import get_model
+from domain.orm import ModelVariant
+from domain.storage import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -141,11 +152,13 @@ async def served_model(
     served = cache.lookup(target.model_id, target.variant)
     if served is not None:
         return served
-    locate = partial(bundle_folder, store, target.storage_key)
+    locate = partial(store.local_folder, target.storage_key)
     return await run_in_threadpool(cache.get, target.model_id, locate, target.variant)
 
 
-async def predict_outputs(served: ServedModel, rows: RequestRows, timeout: float) -> np.ndarray:
+async def predict_outputs(
+    served: ServedModel, rows: list[EncodedRow], timeout: float
+) -> np.ndarray:
     """Raw outputs for `rows`, from a forward pass shared with concurrent requests."""
     try:
         return await served.batcher.submit(rows, timeout)
@@ -167,23 +180,39 @@ async def predict_outputs(served: ServedModel, rows: RequestRows, timeout: float
         ) from None
 
 
-def prediction_response(
-    served: ServedModel, outputs: np.ndarray, with_probabilities: bool
+async def predict(
+    serving: ServingContext,
+    session: Session,
+    caller: Caller,
+    model_id: str,
+    variant: str | None,
+    request: PredictRequest | PredictProbaRequest,
+    *,
+    classifiers_only: bool = False,
 ) -> PredictResponse:
-    metadata = served.predictor.metadata
-    if metadata.problem_type == "regression":
-        return PredictResponse(model=served.model_id, predictions=[float(v) for v in outputs[:, 0]])
-    labels = metadata.labels
-    probabilities = softmax(outputs)
-    predictions = [labels[i] for i in probabilities.argmax(axis=1)]
-    if not with_probabilities:
-        return PredictResponse(model=served.model_id, predictions=predictions)
+    """Predictions (with probabilities when asked, or when `classifiers_only`) for the rows."""
+    target = await run_in_threadpool(serving_target, session, model_id, variant, caller)
+    rows = checked_rows(request.rows, target.text_columns, serving.settings, request.truncate)
+    served = await served_model(serving.cache, serving.store, target)
+    predictor = served.predictor
+    if classifiers_only and predictor.problem_type == "regression":
+        raise Problem(
+            422,
+            "Not a classifier",
+            f"model '{target.model_id}' does regression: use /predict",
+            field="model_id",
+        )
+    encoded = await run_in_threadpool(served.encode, rows)
+    outputs = await predict_outputs(served, encoded, serving.settings.predict_timeout_seconds)
+    with_probabilities = classifiers_only or getattr(request, "return_probabilities", False)
     return PredictResponse(
         model=served.model_id,
-        predictions=predictions,
-        probabilities=[
-            {label: float(p) for label, p in zip(labels, row, strict=True)} for row in probabilities
-        ],
+        predictions=predictor.decode(outputs),
+        probabilities=(
+            predictor.probabilities(outputs)
+            if with_probabilities and predictor.problem_type != "regression"
+            else None
+        ),
     )
 
 
@@ -198,14 +227,18 @@ def readiness(cache: PredictorCache, target: ServingTarget) -> ModelReadiness:
     )
 
 
-def evaluate_model(
-    predictor: Predictor,
-    model: Model,
-    dataset: Dataset,
-    store: ArtifactStore,
-    label: str | None,
+def evaluate(
+    serving: ServingContext,
+    session: Session,
+    caller: Caller,
+    model_id: str,
+    variant: str | None,
+    request: EvaluateRequest,
 ) -> EvaluateResponse:
-    label_column = label or dataset.label_column
+    """Score the model on a stored dataset (blocking: the route runs it in a thread)."""
+    target = _serving_target(session, model_id, variant, caller)
+    dataset = get_dataset(session, request.dataset, "dataset", caller=caller)
+    label_column = request.label or dataset.label_column
     if label_column is None:
         raise Problem(
             422,
@@ -213,8 +246,11 @@ def evaluate_model(
             f"dataset '{dataset.id}' has no label column; name one with label",
             field="label",
         )
-    frame = store.read_table(dataset.storage_key)
-    metrics = predictor.evaluate(frame, label_column)
+    served = serving.cache.get(
+        target.model_id, partial(serving.store.local_folder, target.storage_key), target.variant
+    )
+    frame = serving.store.read_table(dataset.storage_key)
+    metrics = served.predictor.evaluate(frame, label_column)
     return EvaluateResponse(
-        model=model.id, dataset=dataset.id, row_count=len(frame), metrics=metrics
+        model=target.model_id, dataset=dataset.id, row_count=len(frame), metrics=metrics
     )

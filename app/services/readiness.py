@@ -8,7 +8,7 @@ from collections.abc import Callable
 from celery import Celery
 from sqlalchemy import Engine, text
 
-from app.storage import ArtifactStore
+from domain.storage import ArtifactStore
 
 log = logging.getLogger("distillery.api")
 # Each probe gives up after about this long, so an orchestrator's probe gets an answer in time.

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import Caller
-from app.orm import JobMetric
-from app.services.jobs import job_report
 from distillery.report_render import render_bars, render_curves, render_html, render_overview
+from domain.auth import Caller
+from domain.jobs import job_report
+from domain.orm import JobMetric
 
 ReportFigure = Literal["overview", "curves", "bars"]
 

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.auth import create_key, hash_secret
-from app.cli import main as cli_main
-from app.config import Settings, get_settings
 from app.main import create_app
-from app.orm import ApiKey
+from distillery_cli import main as cli_main
+from domain.auth import create_key, hash_secret
+from domain.config import Settings, get_settings
+from domain.orm import ApiKey
 from tests.conftest import upload_table, zip_folder
 from tests.factories import qnli_like_frame
 
@@ -174,10 +174,11 @@ def test_auth_off_says_so(client: TestClient, sqlite_settings: Settings, caplog)
 def test_models_from_jobs_belong_to_the_jobs_owner(
     auth_client: TestClient, tiny_teacher_dir: Path
 ) -> None:
-    """register_bundle (the worker's call) gives the job's owner the model it produced."""
-    from app.orm import Job
-    from app.services.models import register_bundle
-    from distillery.bundle import BundleMetadata, write_metadata
+    """publish_trained (the worker's call) gives the job's owner the model it produced."""
+    from distillery.backbones import load_classifier
+    from distillery.bundle import BundleMetadata
+    from domain.models import publish_trained
+    from domain.orm import Job
 
     alice = bearer(auth_client, "alice")
     auth_client.headers.update(alice)
@@ -191,14 +192,13 @@ def test_models_from_jobs_belong_to_the_jobs_owner(
         },
     ).json()
     store = auth_client.app.state.store  # type: ignore[attr-defined]
-    folder = store.path("models/mdl_00000000000000000001")
-    folder.mkdir(parents=True)
-    write_metadata(
-        folder, BundleMetadata(problem_type="binary", labels=["a", "b"], text_columns=["question"])
-    )
+    metadata = BundleMetadata(problem_type="binary", labels=["a", "b"], text_columns=["question"])
     with auth_client.app.state.session_factory() as session:  # type: ignore[attr-defined]
-        assert session.get(Job, job["id"]) is not None
-        register_bundle(session, store, "mdl_00000000000000000001", "m", job["id"])
-    assert auth_client.get("/v1/models/mdl_00000000000000000001").status_code == 200
+        row = session.get(Job, job["id"])
+        assert row is not None
+        model, _ = publish_trained(
+            session, store, load_classifier(tiny_teacher_dir, num_labels=2), metadata, row
+        )
+    assert auth_client.get(f"/v1/models/{model.id}").status_code == 200
     auth_client.headers.update(bearer(auth_client, "bob"))
-    assert auth_client.get("/v1/models/mdl_00000000000000000001").status_code == 404
+    assert auth_client.get(f"/v1/models/{model.id}").status_code == 404

@@ -27,9 +27,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import create_key
-from app.config import Settings
 from app.main import create_app
+from domain.auth import create_key
+from domain.config import Settings
 from tests.conftest import migrate, zip_folder
 from tests.factories import qnli_like_frame, save_tiny_bert
 

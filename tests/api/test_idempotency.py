@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import zip_folder
 from tests.factories import qnli_like_frame
 

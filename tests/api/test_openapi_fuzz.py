@@ -31,9 +31,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.auth import create_key
-from app.config import Settings
 from app.main import create_app
+from domain.auth import create_key
+from domain.config import Settings
 from tests.conftest import migrate
 
 CHECKS = [

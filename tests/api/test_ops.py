@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import ROOT, settings_env
 
 PROBLEM = "application/problem+json"
@@ -56,7 +56,12 @@ def test_live_server_writes_one_json_access_line_per_request(
         assert http.get("/readyz", headers={"X-Request-ID": "probe-3"}).status_code == 200
 
     port = base_url.rsplit(":", 1)[1]
-    lines = (tmp_path / f"uvicorn-{port}.log").read_text().splitlines()
+    log_file = tmp_path / f"uvicorn-{port}.log"
+    # The access line is written once the response has gone out, so it can trail the reply.
+    deadline = time.monotonic() + 10
+    while '"probe-3"' not in log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = log_file.read_text().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
     access = {r["request_id"]: r for r in records if r["logger"] == "distillery.access"}
     assert access["probe-1"]["path"] == "/healthz" and access["probe-1"]["status"] == 200
@@ -125,7 +130,7 @@ def test_reaper_health_check_follows_its_passes(sqlite_settings: Settings, tmp_p
 
     def check() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", "reaper", "--check"],
+            [sys.executable, "-m", "distillery_cli", "reaper", "--check"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -136,7 +141,7 @@ def test_reaper_health_check_follows_its_passes(sqlite_settings: Settings, tmp_p
     before = check()
     assert before.returncode == 1 and "missing" in before.stderr
     reaper = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "reaper"],
+        [sys.executable, "-m", "distillery_cli", "reaper"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

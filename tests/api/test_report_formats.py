@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from matplotlib.image import imread
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import WorkerProcess, migrate, upload_table, wait_for_job, zip_folder
 from tests.factories import qnli_like_frame, save_tiny_bert
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import upload_table, zip_folder
 from tests.factories import qnli_like_frame
 

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
 from app.serving import PredictorCache
+from domain.config import Settings
 from tests.api.test_api import assert_problem
 from tests.conftest import upload_table, zip_folder
 from tests.factories import qnli_like_frame

@@ -1,6 +1,6 @@
-"""The `distillery` data commands as a user runs them: separate processes (`python -m app.cli`)
-against a live uvicorn server (auth on) and a real Celery worker on the embedded default (SQLite
-and kombu's SQLAlchemy broker), tiny BERTs the test builds itself.
+"""The `distillery` data commands as a user runs them: separate processes
+(`python -m distillery_cli`) against a live uvicorn server (auth on) and a real Celery worker on
+the embedded default (SQLite and kombu's SQLAlchemy broker), tiny BERTs the test builds itself.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from app.cli import main as cli_main
-from app.config import Settings
-from distillery.client import Client
+from distillery_cli import main as cli_main
+from distillery_client import Client
+from domain.config import Settings
 from tests.conftest import settings_env, start_api_and_worker
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ class Cli:
         self.monkeypatch.setenv("DISTILLERY_API_KEY", secret)
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "app.cli", *args]
+        return [sys.executable, "-m", "distillery_cli", *args]
 
     def run(self, *args: str, expect: int = 0) -> Outcome:
         stdout, stderr = io.StringIO(), io.StringIO()
@@ -151,11 +151,16 @@ def test_cli_datasets_jobs_models_predict_and_watch(
         *("jobs", "submit", "--train", str(train_csv), "--tuning", tuning["id"]),
         *("--teacher", teacher_job_id, "--hyperparameters", str(hp_file)),
         *("--hp", "distiller.temperature=2", "--label", "label"),
+        # Only the training rows (20 steps): the teacher's own rows and the default recipe's
+        # recombined pairs stay out of the transfer set.
+        *("--hp", "distiller.transfer_from_teacher_data=false"),
+        *("--hp", "distiller.augmentation_pair_copies=0"),
     )
     assert isinstance(distill, dict)
     assert distill["kind"] == "distill" and distill["teacher_model"] == teacher_model_id
     assert distill["hyperparameters"]["distiller.temperature"] == 2
     assert distill["hyperparameters"]["optimization.max_epochs"] == 2
+    assert distill["hyperparameters"]["distiller.transfer_from_teacher_data"] is False
     watched = cli.run("jobs", "watch", distill["id"], "--poll-seconds", "0.2")
     for term in ("loss=", "hard_loss=", "soft_loss=", "epoch ", "/20"):
         assert term in watched.stderr, (term, watched.stderr)

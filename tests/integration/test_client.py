@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app.config import Settings
-from distillery.client import Client, Dataset, DistilleryError, Job, JobFailedError, RemoteModel
+from distillery_client import Client, Dataset, DistilleryError, Job, JobFailedError, RemoteModel
+from domain.config import Settings
 from tests.conftest import start_api_and_worker
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import upload_table, wait_for_job
 from tests.factories import qnli_like_frame
 

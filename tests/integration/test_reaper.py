@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from kombu import Connection
 
-from app.config import Settings
-from app.db import make_engine, make_session_factory
-from app.orm import Dataset, Job, JobEvent, utcnow
-from app.queue import make_celery
+from domain.config import Settings
+from domain.db import make_engine, make_session_factory
+from domain.orm import JobEvent, utcnow
+from domain.queue import make_celery
+from tests.factories import dataset_row, job_row
 from worker.reaper import reap_once
 
 
@@ -18,27 +19,11 @@ from worker.reaper import reap_once
 def session_and_job(sqlite_settings: Settings):
     factory = make_session_factory(make_engine(sqlite_settings.resolved_database_url()))
     with factory() as session:
-        dataset = Dataset(
-            name="d",
-            filename="d.csv",
-            format="csv",
-            row_count=1,
-            columns=["t"],
-            text_columns=["t"],
-            label_column=None,
-            problem_type=None,
-            label_counts={},
-            storage_key="datasets/d.parquet",
-            size_bytes=1,
-        )
+        dataset = dataset_row()
         session.add(dataset)
         session.flush()
-        job = Job(
-            kind="finetune",
-            train_dataset_id=dataset.id,
-            label="label",
-            text_columns=["t"],
-            hyperparameters={},
+        job = job_row(
+            dataset.id,
             status="running",
             attempt=1,
             worker="gone@host",

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
-from app.storage import ArtifactNotFound
-from app.storage_s3 import MANIFEST, ArtifactCorrupt, S3ArtifactStore
+from domain.config import Settings
+from domain.storage import ArtifactNotFound
+from domain.storage.s3 import MANIFEST, ArtifactCorrupt, S3ArtifactStore
 from tests.conftest import upload_table, wait_for_job, zip_folder
 from tests.factories import qnli_like_frame
 from tests.integration.test_job_lifecycle import LIFECYCLE, events_of, wait_for_event

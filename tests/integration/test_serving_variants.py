@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import upload_table, wait_for_job, zip_folder
 
 pytestmark = pytest.mark.integration

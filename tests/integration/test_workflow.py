@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
 from app.main import create_app
+from domain.config import Settings
 from tests.conftest import upload_table, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,8 @@ def run_workflow(
         assert report["student"]["cpu_latency"]["batched_ms_per_row"] > 0
         assert "ece" in report["teacher"] and "distillation_ratio" in report
 
-        # A transfer set, and a student cut from the teacher's own layers.
+        # A transfer set (an unlabelled dataset and the teacher's own training rows), and a
+        # student cut from the teacher's own layers.
         unlabeled = upload_table(
             client, qnli_tables["test"].drop(columns=["label"]), "unlabeled.csv"
         )
@@ -110,13 +111,19 @@ def run_workflow(
                     "model.hf_text.checkpoint_name": "teacher",
                     "model.hf_text.layers": [1],
                     "optimization.max_epochs": 2,
+                    # The teacher was trained here: its training rows join the transfer set.
+                    "distiller.transfer_from_teacher_data": True,
+                    "distiller.augmentation_pair_copies": 0,
                 },
             },
         )
         assert cut.status_code == 202, cut.text
         cut_job = wait_for_job(client, cut.json()["id"])
         assert cut_job["status"] == "succeeded", cut_job["error"]
-        assert cut_job["metrics"]["info"]["unlabeled_rows"] == 80
+        info = cut_job["metrics"]["info"]
+        assert info["augmented_rows"] == 0, info
+        assert info["unlabeled_rows"] == 80 + train["row_count"], info
+        assert cut_job["hyperparameters"]["distiller.transfer_from_teacher_data"] is True
         # The teacher's outputs on train and tuning rows were cached by the first distill job.
         assert cut_job["metrics"]["info"]["teacher_outputs"] == ["cache", "computed", "cache"]
         cut_model = client.get(f"/v1/models/{cut_job['model']}").json()

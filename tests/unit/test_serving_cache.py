@@ -113,7 +113,8 @@ def test_int8_variant_is_loaded_apart_and_agrees_with_float(bundle: Path) -> Non
     assert not any(type(m) is torch.nn.Linear for m in modules), "a linear layer stayed float"
     assert int8_model.memory_bytes < float_model.memory_bytes
     rows = [{"question": "what is the river ?", "sentence": "the river flows ."}] * 3
-    float_out, int8_out = float_model.forward([rows])[0], int8_model.forward([rows])[0]
+    float_out = float_model.forward([float_model.encode(rows)])[0]
+    int8_out = int8_model.forward([int8_model.encode(rows)])[0]
     assert float_out.shape == int8_out.shape == (3, 2)
     assert np.abs(float_out - int8_out).max() < 0.1
     cache.close()

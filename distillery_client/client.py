@@ -2,14 +2,15 @@
 where it fits: `fit` a job on DataFrames, `wait` for it, then `predict`, `predict_proba` and
 `evaluate` with the model it produced.
 
-    from distillery.client import Client
+    from distillery_client import Client
     client = Client("http://127.0.0.1:8000")
     teacher = client.fit(train_df, tuning_data=valid_df, hyperparameters={...}).wait().model
     student = client.fit(train_df, tuning_data=valid_df, teacher=teacher).wait().model
     student.predict(test_df)
 
-The one module of the core that speaks HTTP, and only as a client: it imports nothing from
-`app` or `worker`, so it runs on any machine that reaches the server. Every error the server
+A package of its own, needing only httpx, pandas and tqdm: it imports nothing of the server
+(an import-linter contract in pyproject.toml says so), so it runs on any machine that reaches
+the server. Every error the server
 answers is raised as `DistilleryError` carrying its problem+json body.
 """
 

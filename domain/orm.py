@@ -24,8 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from domain.status import JobStatus
+
 JOB_KINDS = ("finetune", "distill")
 
 
@@ -52,7 +52,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime; use app.orm.utcnow()")
+            raise ValueError("naive datetime; use domain.orm.utcnow()")
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -133,7 +133,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("job"))
     kind: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     train_dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
     tuning_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     teacher_model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"))
@@ -141,6 +141,9 @@ class Job(Base):
     label: Mapped[str] = mapped_column(String(255))
     text_columns: Mapped[list[Any]] = mapped_column(JSON)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The job plan built and validated at submit (distillery/plan.py): the worker runs it as
+    # stored instead of parsing the request again. NULL only on rows from before plans.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(32))

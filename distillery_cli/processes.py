@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def migrate() -> None:
@@ -29,8 +29,8 @@ def migrate() -> None:
 def serve(host: str, port: int) -> None:
     import uvicorn
 
-    from app.config import get_settings
-    from app.logging_setup import configure_logging
+    from domain.config import get_settings
+    from domain.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -54,8 +54,8 @@ def has_cuda() -> bool:
 
 
 def worker(concurrency: int, queues: str | None) -> None:
-    from app.config import get_settings
-    from app.queue import worker_queues
+    from domain.config import get_settings
+    from domain.queue import worker_queues
     from worker.celery_app import celery
 
     chosen = queues or ",".join(worker_queues(get_settings().task_queue, has_cuda()))
@@ -72,9 +72,9 @@ def reaper_alive_file() -> Path:
 
 def reaper() -> None:
     """Run the reaper alone (workers run one too; running several is safe)."""
-    from app.config import get_settings
-    from app.db import make_engine, make_session_factory
-    from app.logging_setup import configure_logging
+    from domain.config import get_settings
+    from domain.db import make_engine, make_session_factory
+    from domain.logs import configure_logging
     from worker.celery_app import celery
     from worker.reaper import ReaperThread
 
@@ -95,7 +95,7 @@ def reaper_check() -> None:
     container health check of a reaper running on its own."""
     import time
 
-    from app.config import get_settings
+    from domain.config import get_settings
 
     limit = 3 * get_settings().reaper_interval_seconds + 30
     alive = reaper_alive_file()
@@ -109,9 +109,9 @@ def reaper_check() -> None:
 
 def keys(args: argparse.Namespace) -> None:
     """Create, revoke or list API keys in the configured database (run `migrate` first)."""
-    from app.auth import create_key, list_keys, revoke_key
-    from app.config import get_settings
-    from app.db import make_engine, make_session_factory
+    from domain.auth import create_key, list_keys, revoke_key
+    from domain.config import get_settings
+    from domain.db import make_engine, make_session_factory
 
     settings = get_settings()
     settings.ensure_local_dirs()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from app.orm import ApiKey, utcnow
+from domain.orm import ApiKey, utcnow
 
 KEY_PREFIX = "dk_"
 # Shown in listings so an operator can tell keys apart: "dk_" and 8 characters of the secret.

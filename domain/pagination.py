@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.errors import Problem
+from domain.errors import Invalid
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -28,8 +28,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded))
         return datetime.fromisoformat(created_at), str(row_id)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise Problem(
-            422,
+        raise Invalid(
             "Invalid cursor",
             "cursor is not one this API returned; use next_cursor from the last page",
             field="cursor",

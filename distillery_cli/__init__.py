@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from app.cli import remote
-from app.cli.processes import keys, migrate, reaper, reaper_check, serve, worker
+from distillery_cli import remote
+from distillery_cli.processes import keys, migrate, reaper, reaper_check, serve, worker
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 import sys
 
-from app.cli import main
+from distillery_cli import main
 
 main(sys.argv[1:])

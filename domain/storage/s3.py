@@ -33,10 +33,10 @@ import pandas as pd
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from app.storage import SCRATCH_DIR, ArtifactNotFound, move_folder_into_place
+from domain.storage.protocol import SCRATCH_DIR, ArtifactNotFound, move_folder_into_place
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from domain.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,11 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import Problem
-from app.orm import Dataset, Job, Model, ModelVariant
-from app.schemas import VariantOut
-from app.serving import bundle_folder, variant_key
-from app.storage import ArtifactStore
 from distillery.predictor import Predictor
 from distillery.variants import compare_variant
+from domain.errors import Invalid
+from domain.orm import Dataset, Job, Model, ModelVariant
+from domain.storage import ArtifactStore, variant_key
 
 log = logging.getLogger("distillery.variants")
 
@@ -28,8 +26,7 @@ def comparison_dataset(session: Session, model: Model, dataset: Dataset | None) 
         return dataset
     job = session.get(Job, model.job_id) if model.job_id else None
     if job is None or job.tuning_dataset is None or job.tuning_dataset.deleted_at is not None:
-        raise Problem(
-            422,
+        raise Invalid(
             "No comparison data",
             f"model '{model.id}' was not made by a job with tuning data; name a labelled "
             "dataset to compare the variant with the float model on",
@@ -55,9 +52,9 @@ def make_variant(
     rows, record the comparison (replacing an earlier one) and commit. `predictor`, the model
     already loaded on CPU, saves loading it again (it is left as it was)."""
     rows = frame.head(max_rows)
-    predictor = predictor or Predictor(bundle_folder(store, model.storage_key), device="cpu")
+    predictor = predictor or Predictor(store.local_folder(model.storage_key), device="cpu")
     comparison = compare_variant(predictor, kind, rows, label_column)
-    key = variant_key(model, kind)
+    key = variant_key(model.storage_key, kind)
     # The recipe, next to the model: int8 is rebuilt from the float weights at load time.
     with tempfile.NamedTemporaryFile(
         "w", suffix=".json", dir=store.scratch_dir(), delete=False
@@ -129,16 +126,4 @@ def list_variants(session: Session, model: Model) -> list[ModelVariant]:
             .where(ModelVariant.model_id == model.id)
             .order_by(ModelVariant.created_at)
         )
-    )
-
-
-def variant_out(variant: ModelVariant, model: Model) -> VariantOut:
-    return VariantOut(
-        id=variant.id,
-        model=variant.model_id,
-        kind=variant.kind,
-        dataset=variant.dataset_id,
-        comparison=variant.comparison,
-        is_default=model.default_variant == variant.kind,
-        created_at=variant.created_at,
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import Celery
 
-from app.config import Settings
+from domain.config import Settings
 
 RUN_JOB_TASK = "distillery.run_job"
 # Longer than any job may run: Redis redelivers an unacknowledged message after this, and with

@@ -12,12 +12,6 @@ import pyarrow.parquet as pq
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.auth import Caller
-from app.errors import Problem, not_found
-from app.orm import TERMINAL_STATUSES, Dataset, Job, is_well_formed_id, new_id, utcnow
-from app.pagination import paginate
-from app.schemas import ColumnDetail
-from app.storage import ArtifactStore, dataset_key
 from distillery.tables import (
     TableError,
     describe_table,
@@ -25,6 +19,12 @@ from distillery.tables import (
     read_table,
     storable_frame,
 )
+from domain.auth import Caller
+from domain.errors import Conflict, Forbidden, Invalid, TooLarge
+from domain.orm import Dataset, Job, new_id, utcnow
+from domain.rows import visible_page, visible_row
+from domain.status import TERMINAL_STATUSES
+from domain.storage import ArtifactStore, dataset_key
 
 PREVIEW_ROWS = 5
 PREVIEW_TEXT_CHARS = 200
@@ -86,34 +86,29 @@ def ingest_dataset(
 def read_server_file(roots: list[Path], raw_path: str, max_bytes: int) -> tuple[Path, bytes]:
     """Read a table the server already has, only from under the configured roots."""
     if not roots:
-        raise Problem(
-            403,
+        raise Forbidden(
             "Server paths disabled",
             "this server does not register server-side files (DISTILLERY_ALLOWED_DATA_ROOTS "
             "is empty); upload the file with POST /v1/datasets instead",
             field="path",
         )
     if "\x00" in raw_path or not Path(raw_path).is_absolute():
-        raise Problem(
-            422, "Invalid path", "path must be an absolute path on the server", field="path"
-        )
+        raise Invalid("Invalid path", "path must be an absolute path on the server", field="path")
     # resolve() follows links, so a link under a root that points elsewhere is refused too.
     resolved = Path(raw_path).resolve()
     allowed = [root.resolve() for root in roots]
     if not any(resolved.is_relative_to(root) for root in allowed):
-        raise Problem(
-            403,
+        raise Forbidden(
             "Path not allowed",
             f"'{raw_path}' is outside the folders this server may read "
             f"({', '.join(str(root) for root in allowed)})",
             field="path",
         )
     if not resolved.is_file():
-        raise Problem(422, "File not found", f"no file at '{raw_path}'", field="path")
+        raise Invalid("File not found", f"no file at '{raw_path}'", field="path")
     size = resolved.stat().st_size
     if size > max_bytes:
-        raise Problem(
-            413,
+        raise TooLarge(
             "File too large",
             f"'{raw_path}' is {size} bytes, over the {max_bytes} byte limit",
             field="path",
@@ -124,19 +119,14 @@ def read_server_file(roots: list[Path], raw_path: str, max_bytes: int) -> tuple[
 def get_dataset(
     session: Session, dataset_id: str, field: str | None = None, *, caller: Caller
 ) -> Dataset:
-    """The dataset, if it exists, is not deleted and `caller` may see it; else 404 (someone
-    else's dataset is as absent as a missing one)."""
-    dataset = session.get(Dataset, dataset_id) if is_well_formed_id("ds", dataset_id) else None
-    if dataset is None or dataset.deleted_at is not None or not caller.can_see(dataset.owner):
-        raise not_found("dataset", dataset_id, field)
-    return dataset
+    """The dataset, if `caller` may see it (domain/rows.py); else NotFound."""
+    return visible_row(session, Dataset, dataset_id, caller, field)
 
 
 def list_datasets(
     session: Session, caller: Caller, limit: int, cursor: str | None
 ) -> tuple[list[Dataset], str | None]:
-    query = caller.visible(select(Dataset).where(Dataset.deleted_at.is_(None)), Dataset.owner)
-    return paginate(session, query, Dataset.created_at, Dataset.id, limit, cursor)
+    return visible_page(session, Dataset, caller, limit, cursor)
 
 
 def describe_stored(store: ArtifactStore, dataset: Dataset) -> dict[str, Any]:
@@ -145,15 +135,15 @@ def describe_stored(store: ArtifactStore, dataset: Dataset) -> dict[str, Any]:
     parquet = pq.ParquetFile(store.local_file(dataset.storage_key))
     text_columns = set(dataset.text_columns)
     details = [
-        ColumnDetail(
-            name=field.name,
-            dtype=str(field.type),
-            role="label"
+        {
+            "name": field.name,
+            "dtype": str(field.type),
+            "role": "label"
             if field.name == dataset.label_column
             else "text"
             if field.name in text_columns
             else "other",
-        )
+        }
         for field in parquet.schema_arrow
     ]
     first = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
@@ -188,9 +178,7 @@ def active_jobs_using(session: Session, *, dataset_id: str | None = None) -> lis
     return list(session.scalars(query))
 
 
-def delete_dataset(
-    session: Session, store: ArtifactStore, dataset_id: str, caller: Caller
-) -> None:
+def delete_dataset(session: Session, store: ArtifactStore, dataset_id: str, caller: Caller) -> None:
     """Delete the dataset's table and hide its row; 409 while an unfinished job uses it.
 
     The row stays (finished jobs still name it), marked deleted.
@@ -198,8 +186,7 @@ def delete_dataset(
     dataset = get_dataset(session, dataset_id, caller=caller)
     users = active_jobs_using(session, dataset_id=dataset.id)
     if users:
-        raise Problem(
-            409,
+        raise Conflict(
             "Dataset in use",
             f"dataset '{dataset.id}' is used by queued or running job(s) {', '.join(users)}; "
             "cancel them or wait until they finish",

@@ -1,43 +1,40 @@
-"""Submit jobs: validate everything that can be checked up front, then record and enqueue."""
+"""Jobs: submit (plan and check everything up front, then record and enqueue), read, cancel,
+report."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from celery import Celery
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth import Caller
-from app.errors import Problem, not_found
-from app.orm import Dataset, Job, JobEvent, JobMetric, Model, is_well_formed_id, utcnow
-from app.pagination import paginate
-from app.queue import enqueue_job, queue_for
-from app.schemas import JobCreate
-from app.services.datasets import get_dataset
-from app.services.models import encoder_layer_count, get_model, resolve_backbone
-from app.storage import ArtifactStore
 from distillery.backbones import BackboneError
-from distillery.hyperparams import (
-    DISTILLER_KEYS,
-    TEACHER_CHECKPOINT,
-    HyperparameterError,
-    parse_hyperparameters,
-)
+from distillery.hyperparams import TEACHER_CHECKPOINT
+from distillery.plan import JobPlan, TeacherFacts, plan_job
 from distillery.report import distillation_ratio
 from distillery.tables import describe_table
+from domain import lifecycle
+from domain.auth import LOCAL_CALLER, Caller
+from domain.datasets import get_dataset
+from domain.errors import Conflict, Invalid, Unavailable
+from domain.models import encoder_layer_count, get_model, resolve_backbone
+from domain.orm import Dataset, Job, JobEvent, JobMetric, Model
+from domain.pagination import paginate
+from domain.queue import enqueue_job, queue_for
+from domain.rows import visible_row
+from domain.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
-CHECKPOINT_KEY = "model.hf_text.checkpoint_name"
 
 
 def _check_columns(dataset: Dataset, label: str, text_columns: list[str], field: str) -> None:
     missing = [c for c in [*text_columns, label] if c not in dataset.columns]
     if missing:
-        raise Problem(
-            422,
+        raise Invalid(
             "Column not found",
             f"dataset '{dataset.id}' has no column(s) {', '.join(missing)}; its columns are: "
             f"{', '.join(dataset.columns)}",
@@ -77,22 +74,53 @@ def student_backbone(
     return resolve_backbone(session, store, checkpoint_name, caller, allowed_roots)
 
 
-def submit_job(
+def teacher_training_rows(session: Session, teacher: Model) -> Dataset | None:
+    """The rows the teacher was trained on, when a job of this service trained it and its
+    training dataset still exists (lineage: the model's job, that job's train dataset)."""
+    job = session.get(Job, teacher.job_id) if teacher.job_id else None
+    if job is None or job.train_dataset.deleted_at is not None:
+        return None
+    return job.train_dataset
+
+
+def teacher_facts(session: Session, teacher: Model) -> TeacherFacts:
+    rows = teacher_training_rows(session, teacher)
+    return TeacherFacts(
+        problem_type=teacher.problem_type,
+        labels=list(teacher.labels),
+        text_columns=list(teacher.text_columns),
+        training_rows=rows.id if rows is not None else None,
+        training_columns=list(rows.columns) if rows is not None else [],
+    )
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job as asked for (the API's JobCreate body), before anything is checked."""
+
+    kind: str
+    train_dataset: str
+    tuning_dataset: str | None = None
+    teacher_model: str | None = None
+    unlabeled_dataset: str | None = None
+    label: str | None = None
+    text_columns: list[str] | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    accelerator: str = "any"
+
+
+def _plan(
     session: Session,
     store: ArtifactStore,
-    celery: Celery,
-    base_queue: str,
-    request: JobCreate,
+    request: JobRequest,
     caller: Caller,
-    allowed_roots: list[Path] | None = None,
-) -> Job:
-    """Validate and queue a job owned by `caller`, who must be able to see every dataset and
-    model it names (and, for a non-admin, every checkpoint folder must lie in `allowed_roots`)."""
+    allowed_roots: list[Path] | None,
+) -> tuple[JobPlan, Model | None]:
+    """The request's plan and teacher, every name resolved as `caller` may see it."""
     train = get_dataset(session, request.train_dataset, "train_dataset", caller=caller)
     label = request.label or train.label_column
     if label is None:
-        raise Problem(
-            422,
+        raise Invalid(
             "No label column",
             f"dataset '{train.id}' has no column named 'label'; name one with label "
             f"(columns: {', '.join(train.columns)})",
@@ -101,123 +129,84 @@ def submit_job(
     text_columns = request.text_columns or [c for c in train.text_columns if c != label]
     _check_columns(train, label, text_columns, "label")
     problem_type, classes = label_space(store, train, label, text_columns)
-
     if request.tuning_dataset is not None:
         tuning = get_dataset(session, request.tuning_dataset, "tuning_dataset", caller=caller)
         _check_columns(tuning, label, text_columns, "tuning_dataset")
+    teacher = (
+        get_model(session, request.teacher_model, "teacher_model", caller=caller)
+        if request.teacher_model is not None
+        else None
+    )
 
-    config = parse_hyperparameters(request.hyperparameters)
-    teacher = None
-    if request.kind == "distill":
-        if request.teacher_model is None:
-            raise Problem(
-                422, "Teacher required", "a distill job needs teacher_model", field="teacher_model"
-            )
-        teacher = get_model(session, request.teacher_model, "teacher_model", caller=caller)
-        classification = "regression" not in (teacher.problem_type, problem_type)
-        if classification and sorted(teacher.labels) != classes:
-            raise Problem(
-                422,
-                "Teacher does not fit",
-                f"the teacher's labels ({', '.join(sorted(teacher.labels))}) differ "
-                f"from the dataset's ({', '.join(classes)})",
-                field="teacher_model",
-            )
-        if teacher.problem_type != problem_type:
-            raise Problem(
-                422,
-                "Teacher does not fit",
-                f"the teacher does {teacher.problem_type}, the dataset's label "
-                f"'{label}' is {problem_type}",
-                field="teacher_model",
-            )
-        missing = [c for c in teacher.text_columns if c not in train.columns]
-        if missing:
-            raise Problem(
-                422,
-                "Teacher does not fit",
-                f"the teacher reads column(s) {', '.join(missing)}, which the training "
-                "dataset lacks",
-                field="teacher_model",
-            )
-    else:
-        if request.teacher_model is not None:
-            raise Problem(
-                422,
-                "Unexpected teacher",
-                "a finetune job trains without a teacher; use kind=distill",
-                field="teacher_model",
-            )
-        given = [k for k in request.hyperparameters if k in DISTILLER_KEYS]
-        if given:
-            raise HyperparameterError(given[0], "distiller settings apply to distill jobs only")
-        if request.unlabeled_dataset is not None:
-            raise Problem(
-                422,
-                "Transfer set needs a teacher",
-                "unlabelled rows learn only from a teacher; use kind=distill",
-                field="unlabeled_dataset",
-            )
+    def checkpoint_layers(name: str) -> int | None:
+        return encoder_layer_count(
+            student_backbone(session, store, name, teacher, caller, allowed_roots)
+        )
 
+    plan = plan_job(
+        request.kind,
+        request.hyperparameters,
+        label=label,
+        text_columns=text_columns,
+        problem_type=problem_type,
+        labels=classes,
+        train_columns=train.columns,
+        teacher=teacher_facts(session, teacher) if teacher is not None else None,
+        has_unlabeled=request.unlabeled_dataset is not None,
+        checkpoint_layers=checkpoint_layers,
+    )
     if request.unlabeled_dataset is not None:
         unlabeled = get_dataset(
             session, request.unlabeled_dataset, "unlabeled_dataset", caller=caller
         )
-        needed = sorted(set(text_columns) | set(teacher.text_columns if teacher else []))
-        missing = [c for c in needed if c not in unlabeled.columns]
+        missing = [c for c in plan.transfer_columns if c not in unlabeled.columns]
         if missing:
-            raise Problem(
-                422,
+            raise Invalid(
                 "Column not found",
                 f"dataset '{unlabeled.id}' has no column(s) {', '.join(missing)}, which the "
                 f"student or teacher reads; its columns are: {', '.join(unlabeled.columns)}",
                 field="unlabeled_dataset",
             )
+    return plan, teacher
 
-    try:
-        backbone = student_backbone(
-            session, store, config.checkpoint_name, teacher, caller, allowed_roots
-        )
-        layer_count = encoder_layer_count(backbone)
-    except (BackboneError, OSError, ValueError) as exc:
-        raise HyperparameterError(CHECKPOINT_KEY, str(exc)) from None
-    wanted = (
-        config.layers
-        if isinstance(config.layers, int)
-        else (max(config.layers) + 1 if config.layers else None)
-    )
-    if wanted is not None and layer_count is not None and wanted > layer_count:
-        raise HyperparameterError(
-            "model.hf_text.layers",
-            f"the checkpoint has {layer_count} encoder layers; asked for {config.layers}",
-        )
 
-    job = Job(
-        kind=request.kind,
-        train_dataset_id=train.id,
-        tuning_dataset_id=request.tuning_dataset,
-        unlabeled_dataset_id=request.unlabeled_dataset,
-        teacher_model_id=teacher.id if teacher else None,
-        label=label,
-        text_columns=text_columns,
-        hyperparameters=dict(request.hyperparameters),
-        accelerator=request.accelerator,
-        owner=caller.owner,
+def submit_job(
+    session: Session,
+    store: ArtifactStore,
+    celery: Celery,
+    base_queue: str,
+    request: JobRequest,
+    caller: Caller,
+    allowed_roots: list[Path] | None = None,
+) -> Job:
+    """Validate and queue a job owned by `caller`, who must be able to see every dataset and
+    model it names (and, for a non-admin, every checkpoint folder must lie in `allowed_roots`).
+
+    Everything the job will do is checked here, by `distillery.plan.plan_job`, and the plan is
+    stored on the row: a job that is queued is one the worker can run."""
+    plan, teacher = _plan(session, store, request, caller, allowed_roots)
+    job = lifecycle.queue(
+        session,
+        Job(
+            kind=request.kind,
+            train_dataset_id=request.train_dataset,
+            tuning_dataset_id=request.tuning_dataset,
+            unlabeled_dataset_id=request.unlabeled_dataset,
+            teacher_model_id=teacher.id if teacher else None,
+            label=plan.label,
+            text_columns=plan.text_columns,
+            hyperparameters=dict(request.hyperparameters),
+            plan=plan.to_json(),
+            accelerator=request.accelerator,
+            owner=caller.owner,
+        ),
     )
-    session.add(job)
-    session.flush()
-    session.add(JobEvent(job_id=job.id, kind="queued", message=f"{request.kind} job queued"))
-    session.commit()
     try:
         send_job(session, celery, job, base_queue)
     except Exception as exc:  # the broker is down: say so instead of leaving a job that never runs
         log.exception("could not enqueue job %s", job.id)
-        job.status, job.error_code = "failed", "internal"
-        job.error_message = f"the job could not be queued: {exc}"
-        job.finished_at = utcnow()
-        session.commit()
-        raise Problem(
-            503,
+        lifecycle.fail_unqueued(session, job, str(exc))
+        raise Unavailable(
             "Queue unavailable",
             "the job queue is not reachable; try again later",
             extra={"job": job.id},
@@ -225,20 +214,33 @@ def submit_job(
     return job
 
 
+def job_plan(session: Session, store: ArtifactStore, job: Job) -> JobPlan:
+    """The plan stored at submit. A job queued before plans were stored is planned now, by the
+    same function, from what its row records (it was checked when submitted)."""
+    if job.plan is not None:
+        return JobPlan.from_json(job.plan)
+    request = JobRequest(
+        kind=job.kind,
+        train_dataset=job.train_dataset_id,
+        tuning_dataset=job.tuning_dataset_id,
+        teacher_model=job.teacher_model_id,
+        unlabeled_dataset=job.unlabeled_dataset_id,
+        label=job.label,
+        text_columns=list(job.text_columns),
+        hyperparameters=dict(job.hyperparameters),
+    )
+    return _plan(session, store, request, LOCAL_CALLER, None)[0]
+
+
 def send_job(session: Session, celery: Celery, job: Job, base_queue: str) -> None:
     """(Re)send the job's message to the queue its accelerator asks for."""
-    job.enqueued_at = utcnow()
-    session.commit()
+    lifecycle.mark_sent(session, job)
     enqueue_job(celery, job.id, queue_for(base_queue, job.accelerator))
 
 
 def get_job(session: Session, job_id: str, *, caller: Caller) -> Job:
-    """The job, if `caller` may see it; else 404 (someone else's job is as absent as a missing
-    one)."""
-    job = session.get(Job, job_id) if is_well_formed_id("job", job_id) else None
-    if job is None or not caller.can_see(job.owner):
-        raise not_found("job", job_id)
-    return job
+    """The job, if `caller` may see it (domain/rows.py); else NotFound."""
+    return visible_row(session, Job, job_id, caller)
 
 
 def list_jobs(
@@ -261,35 +263,7 @@ def cancel_job(session: Session, job_id: str, caller: Caller) -> Job:
     """Idempotent: queued -> cancelled now; running -> flagged, the worker stops at its next
     check; a finished job is returned unchanged."""
     job = get_job(session, job_id, caller=caller)
-    now = utcnow()
-    cancelled_now = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(
-            status="cancelled",
-            error_code="cancelled",
-            error_message="cancelled by request",
-            finished_at=now,
-            cancel_requested=True,
-        )
-    )
-    if cast(CursorResult[Any], cancelled_now).rowcount:
-        session.add(JobEvent(job_id=job_id, kind="cancelled", message="cancelled before it ran"))
-    else:
-        flagged = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
-            .values(cancel_requested=True)
-        )
-        if cast(CursorResult[Any], flagged).rowcount:
-            session.add(
-                JobEvent(
-                    job_id=job_id,
-                    kind="cancel_requested",
-                    message="the worker stops at its next step check",
-                )
-            )
-    session.commit()
+    lifecycle.cancel(session, job_id)
     session.refresh(job)
     return job
 
@@ -308,7 +282,8 @@ def job_report(
             else f"the job is {job.status}; its report is written when it succeeds with a "
             "tuning dataset"
         )
-        raise Problem(409 if job.kind == "distill" else 422, "No report", reason, field="job_id")
+        refusal = Conflict if job.kind == "distill" else Invalid
+        raise refusal("No report", reason, field="job_id")
     result: dict[str, Any] = {"job": job.id, "model": job.result_model_id, **report}
     # Model names are the users' own words: shown on the rendered report, so carried here.
     result["names"] = {
@@ -319,8 +294,7 @@ def job_report(
         return result
     baseline = get_job(session, baseline_job_id, caller=caller)
     if baseline.status != "succeeded" or baseline.tuning_dataset_id != job.tuning_dataset_id:
-        raise Problem(
-            422,
+        raise Invalid(
             "Unusable baseline",
             "the baseline must be a succeeded job scored on the same tuning dataset "
             f"({job.tuning_dataset_id}); job {baseline.id} is {baseline.status} with tuning "

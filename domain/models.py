@@ -1,0 +1,237 @@
+"""Models: register an uploaded checkpoint archive (hostile until proven otherwise) or publish a
+finished job's student; list, download and delete them.
+
+An uploaded archive is unpacked by domain/archives.py (hostile until proven otherwise), then
+checked by the checks every bundle passes, trained ones too (distillery/bundle_checks.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from transformers import AutoConfig
+
+from distillery.backbones import Backbone, BackboneError, resolve_checkpoint
+from distillery.bundle import BundleMetadata, save_bundle, size_on_disk
+from distillery.bundle_checks import (
+    CheckpointError,
+    bundle_from_checkpoint,
+    check_bundle,
+    checkpoint_root,
+)
+from domain.archives import extract_archive
+from domain.auth import Caller
+from domain.datasets import clean_name
+from domain.errors import Conflict, Invalid
+from domain.orm import Job, Model, is_well_formed_id, new_id, utcnow
+from domain.rows import visible_page, visible_row
+from domain.status import TERMINAL_STATUSES
+from domain.storage import ArtifactStore, model_key
+
+
+def _check_text_columns(text_columns: list[str]) -> None:
+    if not text_columns:
+        raise Invalid(
+            "Missing text columns",
+            "name the input columns this model reads, e.g. text_columns=question,sentence",
+            field="text_columns",
+        )
+    bad = [c for c in text_columns if len(c) > 255 or "\x00" in c]
+    if bad:
+        raise Invalid(
+            "Invalid text columns",
+            "column names need 1 to 255 characters and no NUL",
+            field="text_columns",
+        )
+
+
+def register_upload(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    filename: str,
+    content: bytes,
+    name: str | None,
+    text_columns: list[str],
+    labels: list[str] | None,
+    owner: str | None,
+) -> Model:
+    """Unpack, validate (config, weights, tokenizer, label map) and register a checkpoint."""
+    _check_text_columns(text_columns)
+    filename = clean_name(Path(filename).name, "checkpoint")
+    with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
+        unpacked = Path(scratch) / "unpacked"
+        unpacked.mkdir()
+        extract_archive(content, filename, unpacked)
+        try:
+            root = checkpoint_root(unpacked)
+            metadata = bundle_from_checkpoint(
+                root, labels, text_columns, {"source": "upload", "filename": filename}
+            )
+        except CheckpointError as exc:
+            detail = str(exc).replace(scratch, "<archive>")
+            raise Invalid(exc.title, detail, field=exc.field) from exc
+        model_id = new_id("mdl")
+        destination = store.put_folder(model_key(model_id), root)
+    return _record_model(
+        session,
+        model_id,
+        clean_name(name, filename.split(".")[0]),
+        "upload",
+        destination,
+        metadata,
+        job_id=None,
+        owner=owner,
+    )
+
+
+def publish_trained(
+    session: Session,
+    store: ArtifactStore,
+    backbone: Backbone,
+    metadata: BundleMetadata,
+    job: Job,
+) -> tuple[Model, Path]:
+    """Write a job's trained model as a bundle once, check it as uploads are checked, publish
+    it in the store and register it from `metadata` (not read back); the job's owner owns it.
+    Returns the model and the local folder of its bundle."""
+    model_id = new_id("mdl")
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=store.scratch_dir()))
+    try:
+        bundle = save_bundle(backbone.model, backbone.tokenizer, metadata, staging / model_id)
+        check_bundle(bundle, metadata)
+        folder = store.put_folder(model_key(model_id), bundle)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    name = f"{job.kind}-{job.id}"
+    return _record_model(
+        session, model_id, name, "job", folder, metadata, job.id, job.owner
+    ), folder
+
+
+def _record_model(
+    session: Session,
+    model_id: str,
+    name: str,
+    source: str,
+    folder: Path,
+    metadata: BundleMetadata,
+    job_id: str | None,
+    owner: str | None,
+) -> Model:
+    model = Model(
+        id=model_id,
+        name=name,
+        source=source,
+        problem_type=metadata.problem_type,
+        labels=metadata.labels,
+        text_columns=metadata.text_columns,
+        architecture=metadata.architecture,
+        num_parameters=metadata.num_parameters,
+        size_bytes=size_on_disk(folder),
+        storage_key=model_key(model_id),
+        job_id=job_id,
+        metrics=metadata.metrics,
+        lineage=metadata.lineage,
+        owner=owner,
+    )
+    session.add(model)
+    session.commit()
+    return model
+
+
+def get_model(
+    session: Session, model_id: str, field: str | None = None, *, caller: Caller
+) -> Model:
+    """The model, if `caller` may see it (domain/rows.py); else NotFound."""
+    return visible_row(session, Model, model_id, caller, field)
+
+
+def list_models(
+    session: Session, caller: Caller, limit: int, cursor: str | None
+) -> tuple[list[Model], str | None]:
+    return visible_page(session, Model, caller, limit, cursor)
+
+
+def active_jobs_using_model(session: Session, model_id: str) -> list[str]:
+    """Ids of unfinished jobs that use the model as teacher or as the student's backbone."""
+    jobs = session.scalars(select(Job).where(Job.status.not_in(TERMINAL_STATUSES)))
+    return [
+        job.id
+        for job in jobs
+        if job.teacher_model_id == model_id
+        or job.hyperparameters.get("model.hf_text.checkpoint_name") == model_id
+    ]
+
+
+def delete_model(session: Session, store: ArtifactStore, model_id: str, caller: Caller) -> Model:
+    """Delete the model's bundle and hide its row; 409 while an unfinished job uses it."""
+    model = get_model(session, model_id, caller=caller)
+    users = active_jobs_using_model(session, model.id)
+    if users:
+        raise Conflict(
+            "Model in use",
+            f"model '{model.id}' is used by queued or running job(s) {', '.join(users)}; "
+            "cancel them or wait until they finish",
+            extra={"jobs": users},
+        )
+    model.deleted_at = utcnow()
+    session.commit()
+    store.delete(model.storage_key)
+    return model
+
+
+def bundle_archive(store: ArtifactStore, model: Model) -> Path:
+    """The model's bundle folder as a .tar.gz in a temporary file; the caller removes it."""
+    handle, name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=store.scratch_dir())
+    os.close(handle)
+    with tarfile.open(name, "w:gz") as archive:
+        archive.add(store.local_folder(model.storage_key), arcname=model.id)
+    return Path(name)
+
+
+def resolve_backbone(
+    session: Session,
+    store: ArtifactStore,
+    name: str,
+    caller: Caller | None = None,
+    allowed_roots: list[Path] | None = None,
+) -> Path:
+    """A registered model id, a local checkpoint folder, or a packaged public model.
+
+    With a `caller` (the API; the worker passes none, the job was checked when submitted), a
+    model id must be one they may see, and a non-admin's folder must lie under `allowed_roots`:
+    otherwise a path would reach other owners' bundles in the artifact store.
+    """
+    if name.startswith("mdl_"):
+        model = session.get(Model, name) if is_well_formed_id("mdl", name) else None
+        if (
+            model is None
+            or model.deleted_at is not None
+            or (caller is not None and not caller.can_see(model.owner))
+        ):
+            raise BackboneError(f"checkpoint '{name}' looks like a model id, but no such model")
+        return store.local_folder(model.storage_key)
+    folder = resolve_checkpoint(name)
+    if caller is not None and not caller.is_admin and Path(name).expanduser().is_dir():
+        resolved = folder.resolve()
+        roots = [root.resolve() for root in allowed_roots or []]
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise BackboneError(
+                f"checkpoint folder '{name}' is outside the folders this server lets API keys "
+                "read (DISTILLERY_ALLOWED_DATA_ROOTS); use a registered model id or a packaged "
+                "model name"
+            )
+    return folder
+
+
+def encoder_layer_count(folder: Path) -> int | None:
+    raw: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    return getattr(raw, "num_hidden_layers", None)

@@ -1,0 +1,127 @@
+"""What a running attempt writes while it trains: a heartbeat from its own thread, and the
+training loop's progress, metrics and events; and the cancel check the loop asks for."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from distillery.training import TrainingCallbacks
+from domain import lifecycle
+from domain.orm import Job, JobMetric
+from domain.storage import ArtifactStore, checkpoint_key
+
+log = logging.getLogger("distillery.worker")
+# Cancellation and ownership are read from the database at most this often.
+STOP_CHECK_SECONDS = 1.0
+
+
+@contextmanager
+def heartbeat(
+    sessions: sessionmaker[Session], job_id: str, attempt: int, every_seconds: float
+) -> Iterator[None]:
+    """Stamp heartbeat_at from a thread, so long steps (teacher inference, a big validation)
+    never look like a dead worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        with sessions() as session:
+            while not stop.wait(every_seconds):
+                try:
+                    lifecycle.heartbeat(session, job_id, attempt)
+                except Exception:  # a missed beat is retried next time; never kill the job
+                    log.warning("heartbeat for %s failed", job_id, exc_info=True)
+                    session.rollback()
+
+    # The thread runs in a copy of this context, so its log lines carry the job id too.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(beat,), name=f"heartbeat-{job_id}", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class JobCallbacks(TrainingCallbacks):
+    """Writes progress, metrics and events for one attempt; reads the cancel flag."""
+
+    def __init__(
+        self, session: Session, job: Job, attempt: int, store: ArtifactStore, checkpoints: Path
+    ) -> None:
+        self.session, self.job, self.attempt = session, job, attempt
+        self.store, self.checkpoints = store, checkpoints
+        self.last_check = 0.0
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        lifecycle.add_event(self.session, self.job.id, kind, message, **data)
+        self.session.commit()
+
+    def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        self.job.metrics = {**self.job.metrics, "info": info}
+        if "resumed_from_step" in info:
+            lifecycle.add_event(
+                self.session,
+                self.job.id,
+                "resumed",
+                f"attempt {self.attempt} resumed from the checkpoint at step "
+                f"{info['resumed_from_step']}",
+                step=info["resumed_from_step"],
+            )
+        self.event(
+            "training_started", f"training for {total_steps} steps on {info['device']}", **info
+        )
+
+    def record(self, kind: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.session.add(
+            JobMetric(
+                job_id=self.job.id,
+                attempt=self.attempt,
+                kind=kind,
+                step=step,
+                epoch=epoch,
+                values=values,
+            )
+        )
+
+    def on_log(self, step: int, total_steps: int, epoch: float, values: dict[str, float]) -> None:
+        self.record("train", step, epoch, values)
+        self.job.progress = round(step / total_steps, 4)
+        self.job.metrics = {**self.job.metrics, "latest": {"step": step, "epoch": epoch, **values}}
+        self.session.commit()
+
+    def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        self.record("validation", step, epoch, values)
+        self.job.metrics = {
+            **self.job.metrics,
+            "last_validation": {"step": step, "epoch": epoch, **values},
+        }
+        self.session.commit()
+
+    def on_checkpoint(self, step: int, epoch: float) -> None:
+        try:
+            # In the store, so an attempt on another host can resume from it.
+            self.store.sync_folder(checkpoint_key(self.job.id), self.checkpoints)
+        except Exception:  # the job goes on; only a resume elsewhere would start over
+            log.warning("could not copy the checkpoint to the store", exc_info=True)
+        self.event(
+            "checkpoint_saved", f"checkpoint at step {step}", step=step, epoch=round(epoch, 4)
+        )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check < STOP_CHECK_SECONDS:
+            return False
+        self.last_check = now
+        return lifecycle.check_stop(self.session, self.job.id, self.attempt)
