@@ -1,52 +1,68 @@
-"""Does distillation pay? Teacher, no-distill, distilled and distilled + transfer set on QNLI.
+"""Does distillation pay? Per (teacher, student) pair, the teacher against four arms, on QNLI.
 
-Teacher: all-MiniLM-L6-v2 fine-tuned on 2,463 labelled rows the students never see (trained once,
-seed 0). Students (paraphrase-MiniLM-L3-v2; MiniLM-L6 cut to its first 3 layers; MiniLM-L6 cut
-to layers 0, 2, 4, which when distilled starts from the fine-tuned teacher's own layers, as
-DistilBERT does) train on 800 rows, pick their best checkpoint on 200 tuning rows, and are scored
-once on 1,000 separate test rows. Every student configuration gets the same learning-rate grid,
-and the grid point is chosen on the tuning rows, never on test rows; the transfer-set run reuses
-the learning rate that the distilled run chose (no extra tuning of its own). Per seed, the
-distillation ratio is (student - no-distill) / (teacher - no-distill) on test accuracy.
-Writes bench/results/quality.json.
+The teacher (all-MiniLM-L6-v2 fine-tuned on 2,463 labelled rows the students never see, trained
+once) and, per seed, four ways to train the same student on the same 800 labelled rows:
 
-    python bench/quality.py [--seeds 0 1 2] [--students MiniLM-L6-layers-024 ...]
-        [--keep-other-students]
+- `no_distill`: the student's pretrained weights, labels only (the usual baseline);
+- `init_only`: the student's exact starting weights when distilled (the teacher's own layers),
+  labels only: the control that separates the teacher's *outputs* from its *weights*;
+- `distilled`: those weights, the teacher's outputs on the 800 rows and on rows made from them
+  (distillery/augment.py): "labels only", since nothing beyond the 800 rows is used;
+- `distilled_transfer`: the same plus a transfer set: the teacher's own training rows (what
+  `distiller.transfer_from_teacher_data` adds in the service) and unlabelled QNLI rows.
+
+Every arm gets the same learning-rate grid, chosen on 200 tuning rows (never on test rows), and
+is scored once on 1,000 test rows. Per seed, a paired exact McNemar test compares `distilled` and
+`distilled_transfer` with `init_only` on those rows. Speed is measured in one run on this CPU:
+teacher and student, float and int8, whole predict calls (tokenizing included), so the speed-up
+is what a user of the predict endpoint sees.
+
+The run is resumable: each finished (pair, seed) is written to bench/results/quality.json at
+once and skipped when the run starts again with the same setup; the teacher and its outputs are
+kept in --work-dir. About 25 minutes a seed per pair on 2 cores.
+
+    python bench/quality.py [--seeds 0 1 2] [--pairs L6-to-2-layers] [--work-dir DIR] [--fresh]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import statistics
 import sys
-import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+import pandas as pd
 import torch
 
 from bench.common import (
     LABELS,
     MINILM_L6,
     RESULTS,
-    STUDENTS,
-    STUDENTS_FROM_TEACHER,
     TEXT_COLUMNS,
     Stopwatch,
     backbone_path,
     qnli_splits,
     save_result,
-    score,
     unlabeled_rows,
     write_results,
 )
-from distillery.hyperparams import parse_hyperparameters
-from distillery.predictor import Predictor
+from distillery.backbones import count_parameters
+from distillery.bundle import size_on_disk
+from distillery.hyperparams import AUTO_PAIR_COPIES, parse_hyperparameters
+from distillery.metrics import classification_metrics
+from distillery.predictor import Predictor, label_ids
 from distillery.teacher_cache import TeacherCache
 from distillery.training import TrainingData, train
+from distillery.variants import quantize_linear_int8
 
 TEACHER_HYPERPARAMETERS = {
     "optimization.max_epochs": 2,
@@ -54,196 +70,342 @@ TEACHER_HYPERPARAMETERS = {
     "env.batch_size": 32,
 }
 LEARNING_RATES = (1e-4, 3e-4)
-STUDENT_EPOCHS = 4
-TRANSFER_EPOCHS = 2
+LABELLED_EPOCHS = 6  # 800 rows: 150 steps; the best checkpoint on tuning rows is kept
+DISTILLED_EPOCHS = 3  # over the 800 rows plus the pairs made from them
+TRANSFER_EPOCHS = 2  # over those plus the 6,463-row transfer set: about as many steps again
+UNLABELED_ROWS = 4000
+ARMS = ("no_distill", "init_only", "distilled", "distilled_transfer")
+EPOCHS = dict(
+    zip(ARMS, (LABELLED_EPOCHS, LABELLED_EPOCHS, DISTILLED_EPOCHS, TRANSFER_EPOCHS), strict=True)
+)
+# The service's defaults (distillery/hyperparams.py), spelled out so the results name them.
+DISTILLER = {
+    "distiller.temperature": 5.0,
+    "distiller.hard_label_weight": 0.1,
+    "distiller.soft_label_weight": 1.0,
+}
+SPEED_ROWS = 512
+SPEED_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A teacher and the student distilled from it."""
+
+    teacher_checkpoint: str
+    student_checkpoint: str
+    # Encoder layers kept; with `from_teacher` the distilled student starts from the teacher's
+    # own (fine-tuned) copies of them, else from the student checkpoint's.
+    layers: list[int] | None
+    from_teacher: bool
+    description: str
+    distiller: dict[str, Any] = field(default_factory=dict)
+
+
+PAIRS: dict[str, Pair] = {
+    "L6-to-2-layers": Pair(
+        teacher_checkpoint=MINILM_L6,
+        student_checkpoint=MINILM_L6,
+        layers=[0, 5],
+        from_teacher=True,
+        description="all-MiniLM-L6-v2 teacher -> its layers 0 and 5 (2 of 6)",
+    ),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
-    parser.add_argument("--unlabeled-rows", type=int, default=2000)
-    parser.add_argument(
-        "--keep-other-students",
-        action="store_true",
-        help="keep results of students not run now from the existing quality.json",
-    )
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/distillery-bench")
+    parser.add_argument("--fresh", action="store_true", help="ignore results already written")
     args = parser.parse_args()
+    setup = {
+        "teacher_train_rows": 2463,
+        "student_train_rows": 800,
+        "tuning_rows": 200,
+        "test_rows": 1000,
+        "unlabeled_rows": UNLABELED_ROWS,
+        "teacher_hyperparameters": TEACHER_HYPERPARAMETERS,
+        "learning_rate_grid": LEARNING_RATES,
+        "labelled_epochs": LABELLED_EPOCHS,
+        "epochs": EPOCHS,
+        "distiller": DISTILLER,
+        "pair_copies": AUTO_PAIR_COPIES,
+        "pairs": {name: PAIRS[name].__dict__ for name in args.pairs},
+    }
+    fingerprint = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+    report = {} if args.fresh else earlier_results(fingerprint)
     splits = qnli_splits()
-    unlabeled = unlabeled_rows(args.unlabeled_rows)
-    scratch = Path(tempfile.mkdtemp(prefix="distillery-quality-"))
-    cache = TeacherCache(scratch / "teacher-cache")
-
-    teacher_data = TrainingData(
-        splits["teacher_train"], None, TEXT_COLUMNS, "label", "binary", LABELS
+    work = args.work_dir / fingerprint
+    cache = TeacherCache(work / "teacher-cache")
+    transfer_rows = pd.concat(
+        [splits["teacher_train"][TEXT_COLUMNS], unlabeled_rows(UNLABELED_ROWS)[TEXT_COLUMNS]],
+        ignore_index=True,
     )
-    with Stopwatch() as watch:
-        teacher_result = train(
-            parse_hyperparameters(TEACHER_HYPERPARAMETERS), teacher_data, backbone_path(MINILM_L6)
-        )
-    teacher_folder = save_result(teacher_result, scratch / "teacher")
-    teacher = Predictor(teacher_folder)
-    teacher_test = score(teacher, splits["test"])
-    print(
-        f"teacher: test accuracy {teacher_test['accuracy']:.4f} ({watch.seconds:.0f} s)", flush=True
-    )
-
-    def fit(
-        student: str, seed: int, learning_rate: float, *, distill: bool, transfer: bool = False
-    ) -> dict[str, Any]:
-        checkpoint, layers = STUDENTS[student]
-        hyperparameters: dict[str, Any] = {
-            "model.hf_text.checkpoint_name": checkpoint,
-            "optimization.learning_rate": learning_rate,
-            "optimization.max_epochs": TRANSFER_EPOCHS if transfer else STUDENT_EPOCHS,
-            "env.batch_size": 32,
-            "env.seed": seed,
-        }
-        if layers is not None:
-            hyperparameters["model.hf_text.layers"] = layers
-        data = TrainingData(
-            splits["student_train"],
-            splits["tuning"],
-            TEXT_COLUMNS,
-            "label",
-            "binary",
-            LABELS,
-            unlabeled=unlabeled if transfer else None,
-        )
-        config = parse_hyperparameters(hyperparameters)
-        # A student cut from the teacher starts from the teacher's fine-tuned layers only when
-        # it is distilled: without a teacher it starts from the same pretrained checkpoint.
-        backbone = teacher_folder if distill and student in STUDENTS_FROM_TEACHER else None
-        with Stopwatch() as watch:
-            result = train(
-                config,
-                data,
-                backbone or backbone_path(checkpoint),
-                teacher=teacher if distill else None,
-                teacher_cache=cache,
-                teacher_fingerprint="bench-teacher",
-            )
-        return {
-            "learning_rate": learning_rate,
-            "tuning": result.tuning_metrics,
-            "seconds": round(watch.seconds, 1),
-            "result": result,
-        }
-
-    def best_on_tuning(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        return max(runs, key=lambda run: run["tuning"]["accuracy"])
 
     def publish() -> None:
-        """Write what is measured so far (a long run leaves results even if cut short)."""
         summary = summarize(report)
-        print("summary:", summary)
+        print("summary:", json.dumps(summary), flush=True)
         path = write_results(
             "quality",
             {
-                "setup": {
-                    "teacher": "all-MiniLM-L6-v2",
-                    "teacher_train_rows": len(splits["teacher_train"]),
-                    "teacher_hyperparameters": TEACHER_HYPERPARAMETERS,
-                    "student_train_rows": 800,
-                    "tuning_rows": 200,
-                    "test_rows": 1000,
-                    "unlabeled_rows": len(unlabeled),
-                    "learning_rate_grid": LEARNING_RATES,
-                    "student_epochs": STUDENT_EPOCHS,
-                    "transfer_epochs": TRANSFER_EPOCHS,
-                    "distiller": "service defaults: KL x T^2, T=5, hard 0.1, soft 1.0",
-                    "distilled_from_teacher_layers": sorted(STUDENTS_FROM_TEACHER),
-                    "threads": torch.get_num_threads(),
+                "setup": {**setup, "fingerprint": fingerprint, "threads": torch.get_num_threads()},
+                "pairs": report,
+                "targets": {
+                    "min_speedup": 3.0,
+                    "teacher_fraction_transfer": 0.95,
+                    "teacher_fraction_labels": 0.90,
+                    "gain_over_init_only_points_every_seed": 3.0,
                 },
-                "teacher": {"test": teacher_test, "tuning": teacher_result.tuning_metrics},
-                "students": report,
-                "targets": {"distill_ratio_mean": 0.5, "transfer_ratio_mean": 0.8},
                 "summary": summary,
             },
         )
-        print(f"wrote {path}")
+        print(f"wrote {path}", flush=True)
 
-    report: dict[str, Any] = {}
-    if args.keep_other_students and (RESULTS / "quality.json").is_file():
-        earlier = json.loads((RESULTS / "quality.json").read_text())["students"]
-        report.update({name: v for name, v in earlier.items() if name not in args.students})
-    for student in args.students:
-        per_seed = []
+    for name in args.pairs:
+        pair = PAIRS[name]
+        entry = report.setdefault(name, {"description": pair.description, "seeds": {}})
+        teacher_folder = ensure_teacher(pair, splits, work / f"teacher-{name}")
+        teacher = Predictor(teacher_folder)
+        entry["teacher"] = {"test_accuracy": accuracy(teacher, splits["test"])[0]}
         for seed in args.seeds:
-            chosen = {
-                "no_distill": best_on_tuning(
-                    [fit(student, seed, lr, distill=False) for lr in LEARNING_RATES]
-                ),
-                "distilled": best_on_tuning(
-                    [fit(student, seed, lr, distill=True) for lr in LEARNING_RATES]
-                ),
-            }
-            chosen["distilled_transfer"] = fit(
-                student, seed, chosen["distilled"]["learning_rate"], distill=True, transfer=True
+            if str(seed) in entry["seeds"]:
+                print(f"{name} seed {seed}: already measured, skipped", flush=True)
+                continue
+            entry["seeds"][str(seed)] = run_seed(
+                pair, seed, splits, teacher, teacher_folder, transfer_rows, cache, work / name
             )
-            row: dict[str, Any] = {"seed": seed}
-            for name, run in chosen.items():
-                folder = save_result(run.pop("result"), scratch / f"{student}-{seed}-{name}")
-                run["test"] = score(Predictor(folder), splits["test"])
-                row[name] = run
-            baseline = row["no_distill"]["test"]["accuracy"]
-            for name in ("distilled", "distilled_transfer"):
-                row[name]["ratio"] = (row[name]["test"]["accuracy"] - baseline) / (
-                    teacher_test["accuracy"] - baseline
-                )
-            per_seed.append(row)
-            print(
-                f"{student} seed {seed}: "
-                + ", ".join(
-                    f"{name} {row[name]['test']['accuracy']:.4f} (lr {row[name]['learning_rate']})"
-                    for name in chosen
-                )
-                + f"; ratios {row['distilled']['ratio']:.2f} / "
-                f"{row['distilled_transfer']['ratio']:.2f}",
-                flush=True,
-            )
-            report[student] = {
-                "seeds": per_seed,
-                **{
-                    f"{name}_accuracy": spread([r[name]["test"]["accuracy"] for r in per_seed])
-                    for name in ("no_distill", "distilled", "distilled_transfer")
-                },
-                "distill_ratio": spread([r["distilled"]["ratio"] for r in per_seed]),
-                "transfer_ratio": spread([r["distilled_transfer"]["ratio"] for r in per_seed]),
-                "distill_beats_nodistill_every_seed": all(
-                    r["distilled"]["test"]["accuracy"] > r["no_distill"]["test"]["accuracy"]
-                    for r in per_seed
-                ),
-            }
+            entry.update(aggregate(entry))
             publish()
+        if "speed" not in entry:
+            student_folder = work / name / f"seed-{args.seeds[0]}-distilled_transfer"
+            entry["speed"] = measure_speed(teacher_folder, student_folder, splits["test"])
+            entry.update(aggregate(entry))
+            publish()
+    publish()
 
 
-def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    """Means over every student run, and each student's own, so no recipe hides another."""
-    students = list(report.values())
-    return {
-        "by_student": {
-            name: {
-                "distill_ratio_mean": s["distill_ratio"]["mean"],
-                "transfer_ratio_mean": s["transfer_ratio"]["mean"],
-                "distill_beats_nodistill_every_seed": s["distill_beats_nodistill_every_seed"],
+def earlier_results(fingerprint: str) -> dict[str, Any]:
+    """Pairs and seeds already measured with this exact setup (the run resumes after them)."""
+    path = RESULTS / "quality.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get("setup", {}).get("fingerprint") != fingerprint:
+        return {}
+    return dict(earlier.get("pairs", {}))
+
+
+def ensure_teacher(pair: Pair, splits: dict[str, pd.DataFrame], folder: Path) -> Path:
+    """Fine-tune the teacher once (deterministic) and keep it for resumed runs."""
+    if (folder / "distillery.json").is_file():
+        return folder
+    data = TrainingData(splits["teacher_train"], None, TEXT_COLUMNS, "label", "binary", LABELS)
+    with Stopwatch() as watch:
+        result = train(
+            parse_hyperparameters(TEACHER_HYPERPARAMETERS),
+            data,
+            backbone_path(pair.teacher_checkpoint),
+        )
+    save_result(result, folder)
+    print(f"teacher trained in {watch.seconds:.0f} s", flush=True)
+    return folder
+
+
+def run_seed(
+    pair: Pair,
+    seed: int,
+    splits: dict[str, pd.DataFrame],
+    teacher: Predictor,
+    teacher_folder: Path,
+    transfer_rows: pd.DataFrame,
+    cache: TeacherCache,
+    folder: Path,
+) -> dict[str, Any]:
+    """Every arm over the learning-rate grid; the tuning rows pick each arm's run."""
+    pretrained = backbone_path(pair.student_checkpoint)
+    start_from = teacher_folder if pair.from_teacher else pretrained
+    row: dict[str, Any] = {}
+    correct: dict[str, np.ndarray] = {}
+    for arm in ARMS:
+        distill = arm.startswith("distilled")
+        runs = []
+        for learning_rate in LEARNING_RATES:
+            hyperparameters: dict[str, Any] = {
+                "model.hf_text.checkpoint_name": pair.student_checkpoint,
+                "model.hf_text.layers": pair.layers,
+                "optimization.learning_rate": learning_rate,
+                "optimization.max_epochs": EPOCHS[arm],
+                "env.batch_size": 32,
+                "env.seed": seed,
+                **({**DISTILLER, **pair.distiller} if distill else {}),
             }
-            for name, s in report.items()
-        },
-        "distill_ratio_mean": statistics.mean(s["distill_ratio"]["mean"] for s in students),
-        "transfer_ratio_mean": statistics.mean(s["transfer_ratio"]["mean"] for s in students),
-        "distill_beats_nodistill_every_seed": all(
-            s["distill_beats_nodistill_every_seed"] for s in students
+            data = TrainingData(
+                splits["student_train"],
+                splits["tuning"],
+                TEXT_COLUMNS,
+                "label",
+                "binary",
+                LABELS,
+                unlabeled=transfer_rows if arm == "distilled_transfer" else None,
+            )
+            with Stopwatch() as watch:
+                result = train(
+                    parse_hyperparameters(hyperparameters),
+                    data,
+                    pretrained if arm == "no_distill" else start_from,
+                    teacher=teacher if distill else None,
+                    teacher_cache=cache,
+                    teacher_fingerprint=f"bench-teacher-{teacher_folder.name}",
+                )
+            runs.append((result, learning_rate, watch.seconds))
+        result, learning_rate, seconds = max(
+            runs, key=lambda run: run[0].tuning_metrics["accuracy"]
+        )
+        bundle = save_result(result, folder / f"seed-{seed}-{arm}")
+        test_accuracy, correct[arm] = accuracy(Predictor(bundle), splits["test"])
+        row[arm] = {
+            "learning_rate": learning_rate,
+            "tuning": result.tuning_metrics,
+            "test_accuracy": test_accuracy,
+            "train_rows": result.info["train_rows"],
+            "seconds": round(seconds, 1),
+            "grid_tuning_accuracy": {str(lr): r.tuning_metrics["accuracy"] for r, lr, _ in runs},
+        }
+    for arm in ("distilled", "distilled_transfer"):
+        row[arm]["gain_over_init_only_points"] = 100 * (
+            row[arm]["test_accuracy"] - row["init_only"]["test_accuracy"]
+        )
+        row[arm]["mcnemar_p_vs_init_only"] = mcnemar_p(correct[arm], correct["init_only"])
+    print(
+        f"seed {seed}: "
+        + ", ".join(
+            f"{arm} {row[arm]['test_accuracy']:.4f} (lr {row[arm]['learning_rate']})"
+            for arm in ARMS
         ),
+        flush=True,
+    )
+    return row
+
+
+def accuracy(predictor: Predictor, frame: pd.DataFrame) -> tuple[float, np.ndarray]:
+    """Test accuracy, and which rows were right (for the paired test)."""
+    probabilities = predictor.predict_proba(frame)
+    truth = label_ids(frame["label"], LABELS)
+    metrics = classification_metrics(truth, probabilities)
+    return metrics["accuracy"], probabilities.argmax(axis=1) == truth
+
+
+def mcnemar_p(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """Exact two-sided McNemar test: on the rows where exactly one of two models is right, is
+    either one right more often than a fair coin would allow?"""
+    a_only = int(np.sum(a_correct & ~b_correct))
+    b_only = int(np.sum(b_correct & ~a_correct))
+    discordant = a_only + b_only
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, k) for k in range(min(a_only, b_only) + 1))
+    return min(1.0, 2 * tail / 2**discordant)
+
+
+def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFrame) -> dict:
+    """Rows per second of whole predict calls (batch 32), float and int8, in one run: rounds
+    alternate between the models so a busy moment of the machine hits them all alike."""
+    rows = frame.head(SPEED_ROWS)
+    models: dict[str, Predictor] = {}
+    for name, folder in (("teacher", teacher_folder), ("student", student_folder)):
+        models[f"{name}_float"] = Predictor(folder, batch_size=32)
+        models[f"{name}_int8"] = Predictor(folder, batch_size=32)
+        models[f"{name}_int8"].model = quantize_linear_int8(models[f"{name}_int8"].model).eval()
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for predictor in models.values():
+        predictor.predict_proba(rows.head(64))  # warm-up
+    for _ in range(SPEED_ROUNDS):
+        for name, predictor in models.items():
+            started = time.perf_counter()
+            predictor.predict_proba(rows)
+            seconds[name].append(time.perf_counter() - started)
+    rows_per_second = {name: len(rows) / statistics.median(s) for name, s in seconds.items()}
+    teacher = rows_per_second["teacher_float"]
+    return {
+        "rows_per_second": {name: round(value, 1) for name, value in rows_per_second.items()},
+        "speedup_over_teacher_float": {
+            name: round(value / teacher, 2) for name, value in rows_per_second.items()
+        },
+        "parameters": {
+            "teacher": count_parameters(models["teacher_float"].model),
+            "student": count_parameters(models["student_float"].model),
+        },
+        "size_bytes": {
+            "teacher": size_on_disk(teacher_folder),
+            "student": size_on_disk(student_folder),
+        },
+        "threads": torch.get_num_threads(),
     }
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def aggregate(entry: dict[str, Any]) -> dict[str, Any]:
+    """Means over the seeds measured so far, and how much of the teacher each arm keeps."""
+    seeds = list(entry["seeds"].values())
+    teacher = entry["teacher"]["test_accuracy"]
+    means = {arm: statistics.mean(s[arm]["test_accuracy"] for s in seeds) for arm in ARMS}
+    result: dict[str, Any] = {
+        "test_accuracy_mean": means,
+        "teacher_fraction": {arm: means[arm] / teacher for arm in ARMS},
+        "gain_over_init_only_points": {
+            arm: statistics.mean(s[arm]["gain_over_init_only_points"] for s in seeds)
+            for arm in ("distilled", "distilled_transfer")
+        },
+        "gain_over_init_only_points_min": {
+            arm: min(s[arm]["gain_over_init_only_points"] for s in seeds)
+            for arm in ("distilled", "distilled_transfer")
+        },
+        "seeds_measured": len(seeds),
+    }
+    if "speed" in entry:
+        result["speedup"] = entry["speed"]["speedup_over_teacher_float"]["student_float"]
+    return result
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's headline figures, for the best student at least 3x faster than its teacher."""
+    fast = [
+        (name, entry)
+        for name, entry in report.items()
+        if entry.get("seeds") and entry.get("speedup", 0.0) >= 3.0
+    ]
+    candidates = fast or [(n, e) for n, e in report.items() if e.get("seeds")]
+    if not candidates:
+        return {}
+    name, best = max(
+        candidates, key=lambda item: item[1]["test_accuracy_mean"]["distilled_transfer"]
+    )
+    seeds = best["seeds"].values()
     return {
-        "mean": statistics.mean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
+        "best_pair": name,
+        "best_speedup": best.get("speedup"),
+        "best_is_3x_faster": bool(fast),
+        "seeds": best["seeds_measured"],
+        "teacher_test_accuracy": best["teacher"]["test_accuracy"],
+        "best_teacher_fraction_transfer": best["teacher_fraction"]["distilled_transfer"],
+        "best_teacher_fraction_labels": best["teacher_fraction"]["distilled"],
+        "kd_gain_over_init_only_points": best["gain_over_init_only_points"]["distilled"],
+        "transfer_gain_over_init_only_points": best["gain_over_init_only_points"][
+            "distilled_transfer"
+        ],
+        "beats_init_only_every_seed": all(
+            s["distilled_transfer"]["gain_over_init_only_points"] > 0 for s in seeds
+        ),
+        "adds_3_points_over_init_only_every_seed": all(
+            s["distilled_transfer"]["gain_over_init_only_points"] >= 3.0 for s in seeds
+        ),
+        "student_int8_speedup": best.get("speed", {})
+        .get("speedup_over_teacher_float", {})
+        .get("student_int8"),
+        "teacher_int8_speedup": best.get("speed", {})
+        .get("speedup_over_teacher_float", {})
+        .get("teacher_int8"),
     }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distillery.augment import augmented_copies
+from distillery.augment import augmented_copies, recombined_pairs
 from distillery.backbones import Backbone, load_classifier
 from distillery.checkpoints import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
 from distillery.distill import (
@@ -27,7 +27,7 @@ from distillery.distill import (
     teacher_outputs_for,
 )
 from distillery.encoding import EncodedRow, collate, encode_rows
-from distillery.hyperparams import HyperparameterError, TrainingConfig
+from distillery.hyperparams import AUTO_PAIR_COPIES, HyperparameterError, TrainingConfig
 from distillery.inference import compute_outputs, softmax
 from distillery.losses import hard_label_loss, soft_label_loss
 from distillery.metrics import SELECTION_METRIC, classification_metrics, regression_metrics
@@ -205,6 +205,48 @@ def unlabeled_targets(count: int, problem_type: str) -> torch.Tensor:
     return torch.full((count,), IGNORED_LABEL, dtype=torch.long)
 
 
+def made_rows(
+    config: TrainingConfig, data: TrainingData, train_frame: pd.DataFrame, has_teacher: bool
+) -> pd.DataFrame:
+    """Rows made from the labelled ones (distillery/augment.py), for the teacher to label."""
+    made = []
+    for key, copies in (
+        ("distiller.augmentation_copies", config.augmentation_copies),
+        ("distiller.augmentation_pair_copies", config.augmentation_pair_copies),
+    ):
+        if copies and not has_teacher:
+            raise HyperparameterError(
+                key, "made rows are labelled by the teacher: use a distill job"
+            )
+    pair_copies = config.augmentation_pair_copies
+    if pair_copies is None:
+        # The default recipe: pairs where a task has them, nothing to refuse where it has not.
+        pair_copies = AUTO_PAIR_COPIES if has_teacher and len(data.text_columns) > 1 else 0
+    if config.augmentation_copies:
+        made.append(
+            augmented_copies(
+                train_frame,
+                data.text_columns,
+                config.augmentation_copies,
+                config.augmentation_word_probability,
+                seed=config.seed,
+            )
+        )
+    if pair_copies:
+        if len(data.text_columns) < 2:
+            raise HyperparameterError(
+                "distiller.augmentation_pair_copies",
+                f"recombining pairs needs two or more text columns; this task has one "
+                f"({data.text_columns[0]})",
+            )
+        made.append(
+            recombined_pairs(train_frame, data.text_columns, pair_copies, seed=config.seed)
+        )
+    if not made:
+        return train_frame[data.text_columns].iloc[:0]
+    return pd.concat(made, ignore_index=True)
+
+
 def train(
     config: TrainingConfig,
     data: TrainingData,
@@ -244,24 +286,9 @@ def train(
     if tuning_frame is None:
         train_frame, tuning_frame = split_holdout(train_frame, config.seed)
     unlabeled_frame = data.unlabeled if data.unlabeled is not None else train_frame.iloc[:0]
-    augmented_rows = 0
-    if config.augmentation_copies:
-        if teacher is None:
-            raise HyperparameterError(
-                "distiller.augmentation_copies",
-                "augmented rows are labelled by the teacher: use a distill job",
-            )
-        augmented = augmented_copies(
-            train_frame,
-            data.text_columns,
-            config.augmentation_copies,
-            config.augmentation_word_probability,
-            seed=config.seed,
-        )
-        unlabeled_frame = pd.concat(
-            [unlabeled_frame[data.text_columns], augmented], ignore_index=True
-        )
-        augmented_rows = len(augmented)
+    augmented = made_rows(config, data, train_frame, teacher is not None)
+    unlabeled_frame = pd.concat([unlabeled_frame[data.text_columns], augmented], ignore_index=True)
+    augmented_rows = len(augmented)
 
     num_outputs = 1 if data.problem_type == "regression" else len(data.labels)
     id2label = dict(enumerate(data.labels)) if data.labels else None

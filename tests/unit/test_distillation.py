@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.augment import augmented_copies
+from distillery.augment import augmented_copies, recombined_pairs
 from distillery.bundle import BundleMetadata, save_bundle
 from distillery.distill import teacher_head_logits, teacher_outputs_for, uniform_layer_map
-from distillery.hyperparams import HyperparameterError, parse_hyperparameters
+from distillery.hyperparams import AUTO_PAIR_COPIES, HyperparameterError, parse_hyperparameters
 from distillery.predictor import Predictor
 from distillery.teacher_cache import TeacherCache
 from distillery.training import TrainingData, train
@@ -219,10 +219,15 @@ def test_transfer_set_rows_learn_only_from_the_teacher(
     result = train(
         config, data(32, unlabeled=unlabeled), tiny_student_dir, teacher=Predictor(bert_teacher)
     )
-    assert result.info["unlabeled_rows"] == 64
-    assert result.info["train_rows"] == 32 + 64
+    # The default recipe adds recombined pairs of the labelled rows to the transfer set.
+    assert result.info["augmented_rows"] == AUTO_PAIR_COPIES * 32
+    assert result.info["unlabeled_rows"] == 64 + AUTO_PAIR_COPIES * 32
+    assert result.info["train_rows"] == 32 + 64 + AUTO_PAIR_COPIES * 32
     with pytest.raises(HyperparameterError, match="distill job"):
         train(config, data(32, unlabeled=unlabeled), tiny_student_dir)
+    # Without a teacher the default makes no rows (and refuses nothing).
+    fine_tuned = train(config, data(32), tiny_student_dir)
+    assert fine_tuned.info["train_rows"] == 32
 
 
 def test_augmented_copies_are_noisy_deterministic_and_never_empty() -> None:
@@ -245,7 +250,12 @@ def test_augmented_copies_are_noisy_deterministic_and_never_empty() -> None:
 
 def test_augmented_rows_join_the_transfer_set(bert_teacher: Path, tiny_student_dir: Path) -> None:
     config = parse_hyperparameters(
-        {**FAST, "optimization.max_epochs": 1, "distiller.augmentation_copies": 2}
+        {
+            **FAST,
+            "optimization.max_epochs": 1,
+            "distiller.augmentation_copies": 2,
+            "distiller.augmentation_pair_copies": 0,
+        }
     )
     unlabeled = qnli_like_frame(10, seed=9).drop(columns=["label"])
     result = train(
@@ -314,6 +324,66 @@ class TestTeacherCache:
         }
         first = train(config, data(), tiny_student_dir, **kwargs)
         second = train(config, data(), tiny_student_dir, **kwargs)
-        assert first.info["teacher_outputs"] == ["computed", "computed"]
-        assert second.info["teacher_outputs"] == ["cache", "cache"]
+        # Train rows, the default recipe's recombined pairs (the same for the same seed), tuning.
+        assert first.info["teacher_outputs"] == ["computed", "computed", "computed"]
+        assert second.info["teacher_outputs"] == ["cache", "cache", "cache"]
         assert first.tuning_metrics == second.tuning_metrics
+
+
+def test_recombined_pairs_pair_each_question_with_another_rows_near_miss() -> None:
+    frame = pd.DataFrame(
+        {
+            "question": ["who built the bridge ?", "when did the river flood ?", "what is a cat ?"],
+            "sentence": [
+                "the river flooded in 1990 .",
+                "a cat is a small animal .",
+                "engineers built the bridge .",
+            ],
+            "label": ["entailment", "not_entailment", "entailment"],
+        }
+    )
+    pairs = recombined_pairs(frame, COLUMNS, copies=1, seed=0)
+    assert list(pairs.columns) == COLUMNS
+    assert list(pairs["question"]) == list(frame["question"])
+    # Each question meets the other row's sentence that shares its words.
+    assert list(pairs["sentence"]) == [
+        "engineers built the bridge .",
+        "the river flooded in 1990 .",
+        "a cat is a small animal .",
+    ]
+
+
+def test_recombined_pairs_are_deterministic_label_free_and_never_self_pairs() -> None:
+    frame = qnli_like_frame(60, seed=4)
+    frame["sentence"] = [f"{text} ({row})" for row, text in enumerate(frame["sentence"])]
+    pairs = recombined_pairs(frame, COLUMNS, copies=3, seed=7)
+    assert len(pairs) == 180 and list(pairs.columns) == COLUMNS
+    assert pairs.equals(recombined_pairs(frame, COLUMNS, 3, seed=7))
+    assert (pairs.map(lambda text: len(text.split())) > 0).all().all()
+    assert set(pairs["sentence"]) <= set(frame["sentence"])
+    originals = pd.concat([frame[COLUMNS]] * 3, ignore_index=True)
+    assert (pairs["sentence"] != originals["sentence"]).all()
+    # Copies of one row meet different partners.
+    assert (pairs["sentence"].iloc[:60].to_numpy() != pairs["sentence"].iloc[60:120]).mean() > 0.9
+    with pytest.raises(ValueError, match="two or more text columns"):
+        recombined_pairs(frame, ["question"], copies=1, seed=0)
+
+
+def test_recombined_pairs_join_the_transfer_set(bert_teacher: Path, tiny_student_dir: Path) -> None:
+    config = parse_hyperparameters(
+        {**FAST, "optimization.max_epochs": 1, "distiller.augmentation_pair_copies": 2}
+    )
+    result = train(config, data(32), tiny_student_dir, teacher=Predictor(bert_teacher))
+    assert result.info["augmented_rows"] == 64
+    assert result.info["train_rows"] == 32 + 64
+    with pytest.raises(HyperparameterError, match="distill job") as refused:
+        train(config, data(32), tiny_student_dir)
+    assert refused.value.key == "distiller.augmentation_pair_copies"
+    one_column = data(32)
+    one_column.text_columns = ["question"]
+    with pytest.raises(HyperparameterError, match="two or more text columns"):
+        train(config, one_column, tiny_student_dir, teacher=Predictor(bert_teacher))
+    # Unasked, a one-column task simply gets no pairs.
+    default = parse_hyperparameters({**FAST, "optimization.max_epochs": 1})
+    result = train(default, one_column, tiny_student_dir, teacher=Predictor(bert_teacher))
+    assert result.info["augmented_rows"] == 0
