@@ -19,7 +19,8 @@ is what a user of the predict endpoint sees.
 
 The run is resumable: each finished (pair, seed) is written to bench/results/quality.json at
 once and skipped when the run starts again with the same setup; the teacher and its outputs are
-kept in --work-dir. About 25 minutes a seed per pair on 2 cores.
+kept in --work-dir. The last run took about 25 minutes a seed on 2 cores shared with a test
+suite (its arms' chosen runs alone: 12 to 13 minutes, and the grid doubles that).
 
     python bench/quality.py [--seeds 0 1 2] [--pairs L6-to-2-layers] [--work-dir DIR] [--fresh]
 """
@@ -27,6 +28,7 @@ kept in --work-dir. About 25 minutes a seed per pair on 2 cores.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -315,9 +317,11 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
     rows = frame.head(SPEED_ROWS)
     models: dict[str, Predictor] = {}
     for name, folder in (("teacher", teacher_folder), ("student", student_folder)):
-        models[f"{name}_float"] = Predictor(folder, batch_size=32)
-        models[f"{name}_int8"] = Predictor(folder, batch_size=32)
-        models[f"{name}_int8"].model = quantize_linear_int8(models[f"{name}_int8"].model).eval()
+        float_predictor = Predictor(folder, batch_size=32)
+        # The same loaded predictor with a quantized copy of its model (the float one stays).
+        int8_predictor = copy.copy(float_predictor)
+        int8_predictor.model = quantize_linear_int8(float_predictor.model).eval()
+        models[f"{name}_float"], models[f"{name}_int8"] = float_predictor, int8_predictor
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for predictor in models.values():
         predictor.predict_proba(rows.head(64))  # warm-up

@@ -22,13 +22,12 @@ from distillery.hyperparams import (
     TrainingConfig,
     parse_hyperparameters,
 )
-from distillery.training import selection_metric
+from distillery.training import pair_copies, selection_metric
 
 JOB_KINDS = ("finetune", "distill")
 CHECKPOINT_KEY = "model.hf_text.checkpoint_name"
 LAYERS_KEY = "model.hf_text.layers"
 TEACHER_DATA_KEY = "distiller.transfer_from_teacher_data"
-PAIR_COPIES_KEY = "distiller.augmentation_pair_copies"
 
 
 class PlanError(ValueError):
@@ -190,12 +189,8 @@ def plan_job(
             )
     # The check the training loop makes when it picks its best checkpoint, made now.
     selection_metric(config, problem_type)
-    if config.augmentation_pair_copies and len(text_columns) < 2:
-        raise HyperparameterError(
-            PAIR_COPIES_KEY,
-            "recombining pairs needs two or more text columns; this task has one "
-            f"({text_columns[0]})",
-        )
+    # The same resolution the training loop makes (refusing pairs on a one-column task), now.
+    pair_copies(config, text_columns, has_teacher=teacher is not None)
     transfer_columns = sorted(set(text_columns) | set(teacher.text_columns if teacher else []))
     teacher_rows = None
     if teacher is not None:

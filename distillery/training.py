@@ -205,11 +205,25 @@ def unlabeled_targets(count: int, problem_type: str) -> torch.Tensor:
     return torch.full((count,), IGNORED_LABEL, dtype=torch.long)
 
 
+def pair_copies(config: TrainingConfig, text_columns: list[str], has_teacher: bool) -> int:
+    """Recombined pairs per labelled row this run makes: the asked number (refused on a task of
+    one text column), or by default AUTO_PAIR_COPIES where a distill job's task has pairs."""
+    asked = config.augmentation_pair_copies
+    if asked is None:
+        return AUTO_PAIR_COPIES if has_teacher and len(text_columns) > 1 else 0
+    if asked and len(text_columns) < 2:
+        raise HyperparameterError(
+            "distiller.augmentation_pair_copies",
+            f"recombining pairs needs two or more text columns; this task has one "
+            f"({text_columns[0]})",
+        )
+    return asked
+
+
 def made_rows(
     config: TrainingConfig, data: TrainingData, train_frame: pd.DataFrame, has_teacher: bool
 ) -> pd.DataFrame:
     """Rows made from the labelled ones (distillery/augment.py), for the teacher to label."""
-    made = []
     for key, copies in (
         ("distiller.augmentation_copies", config.augmentation_copies),
         ("distiller.augmentation_pair_copies", config.augmentation_pair_copies),
@@ -218,10 +232,7 @@ def made_rows(
             raise HyperparameterError(
                 key, "made rows are labelled by the teacher: use a distill job"
             )
-    pair_copies = config.augmentation_pair_copies
-    if pair_copies is None:
-        # The default recipe: pairs where a task has them, nothing to refuse where it has not.
-        pair_copies = AUTO_PAIR_COPIES if has_teacher and len(data.text_columns) > 1 else 0
+    made = []
     if config.augmentation_copies:
         made.append(
             augmented_copies(
@@ -232,16 +243,9 @@ def made_rows(
                 seed=config.seed,
             )
         )
-    if pair_copies:
-        if len(data.text_columns) < 2:
-            raise HyperparameterError(
-                "distiller.augmentation_pair_copies",
-                f"recombining pairs needs two or more text columns; this task has one "
-                f"({data.text_columns[0]})",
-            )
-        made.append(
-            recombined_pairs(train_frame, data.text_columns, pair_copies, seed=config.seed)
-        )
+    pairs = pair_copies(config, data.text_columns, has_teacher)
+    if pairs:
+        made.append(recombined_pairs(train_frame, data.text_columns, pairs, seed=config.seed))
     if not made:
         return train_frame[data.text_columns].iloc[:0]
     return pd.concat(made, ignore_index=True)
