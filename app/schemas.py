@@ -375,6 +375,11 @@ class VariantOut(BaseModel):
                         "variant": {"accuracy": 0.836},
                         "agreement": 0.98,
                         "accuracy_drop_points": 0.4,
+                        "cpu_latency": {
+                            "float": {"single_row_ms": 4.1, "batched_ms_per_row": 1.9},
+                            "variant": {"single_row_ms": 2.2, "batched_ms_per_row": 0.8},
+                        },
+                        "cpu_speedup_batched": 2.4,
                     },
                     "is_default": True,
                     "created_at": "2026-11-29T10:00:00Z",

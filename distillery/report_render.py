@@ -24,14 +24,38 @@ from matplotlib.figure import Figure
 
 MetricRecord = Mapping[str, Any]
 
-SIDES = ("teacher", "student", "baseline")
-SIDE_TITLES = {"teacher": "teacher", "student": "distilled", "baseline": "no-distill"}
-SIDE_COLOURS = {"teacher": "#4c72b0", "student": "#dd8452", "baseline": "#8c8c8c"}
+SIDE_COLOURS = {"teacher": "#4c72b0", "distilled": "#dd8452"}
+BASELINE_COLOURS = ("#8c8c8c", "#555555", "#bbbbbb", "#333333")
+BASELINE_STYLES = ("--", ":", "-.")
 # Validation values worth a curve, in the order they are drawn; the rest (log_loss, mae, ...)
 # stay in the JSON and the metrics endpoint.
 VALIDATION_CURVES = ("accuracy", "f1", "f1_macro", "teacher_agreement", "rmse", "r2")
 METRIC_COLOURS = ("#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#d62728", "#bcbd22")
 DPI = 110
+
+
+def baseline_titles(report: Mapping[str, Any]) -> list[str]:
+    """Each baseline's control ("init-only", "no-distill"), numbered where two share one."""
+    controls = [b["control"] for b in report.get("baselines", [])]
+    return [
+        f"{c} {controls[:i].count(c) + 1}" if controls.count(c) > 1 else c
+        for i, c in enumerate(controls)
+    ]
+
+
+def _sides(report: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any], str | None]]:
+    """(title, colour, numbers, user's model name) per column: teacher, distilled, controls."""
+    names = report.get("names") or {}
+    sides = [
+        ("teacher", SIDE_COLOURS["teacher"], report["teacher"], names.get("teacher")),
+        ("distilled", SIDE_COLOURS["distilled"], report["student"], names.get("student")),
+    ]
+    for index, (title, baseline) in enumerate(
+        zip(baseline_titles(report), report.get("baselines", []), strict=True)
+    ):
+        colour = BASELINE_COLOURS[index % len(BASELINE_COLOURS)]
+        sides.append((title, colour, baseline, baseline.get("name")))
+    return sides
 
 
 def _is_number(value: Any) -> bool:
@@ -54,33 +78,36 @@ def _loss_names(records: Sequence[MetricRecord]) -> list[str]:
     return sorted(names, key=lambda n: (n != "loss", n))
 
 
-def _draw_losses(
-    axes: Axes, student: Sequence[MetricRecord], baseline: Sequence[MetricRecord] | None
-) -> None:
+Baselines = Mapping[str, Sequence[MetricRecord]]
+
+
+def _style(index: int) -> str:
+    return BASELINE_STYLES[index % len(BASELINE_STYLES)]
+
+
+def _draw_losses(axes: Axes, student: Sequence[MetricRecord], baselines: Baselines) -> None:
     for name in _loss_names(student):
         axes.plot(*_series(student, "train", name), label=f"distilled {name}", linewidth=1.4)
-    if baseline:
-        steps, values = _series(baseline, "train", "loss")
-        axes.plot(steps, values, "--", color="black", label="no-distill loss", linewidth=1.2)
+    for index, (title, records) in enumerate(baselines.items()):
+        steps, values = _series(records, "train", "loss")
+        axes.plot(steps, values, _style(index), color="black", label=f"{title} loss", lw=1.2)
     axes.set_title("training loss per step")
     axes.set_xlabel("step")
     _legend_or_note(axes, "no training steps logged")
 
 
-def _draw_validation(
-    axes: Axes, student: Sequence[MetricRecord], baseline: Sequence[MetricRecord] | None
-) -> None:
-    # One colour per metric: solid for the distilled student, dashed for the baseline.
+def _draw_validation(axes: Axes, student: Sequence[MetricRecord], baselines: Baselines) -> None:
+    # One colour per metric: solid for the distilled student, dashed or dotted for controls.
     for colour, name in zip(METRIC_COLOURS, VALIDATION_CURVES, strict=True):
         steps, values = _series(student, "validation", name)
         if steps:
             axes.plot(steps, values, color=colour, marker="o", ms=3, label=f"distilled {name}")
-        if baseline and name != "teacher_agreement":
-            steps, values = _series(baseline, "validation", name)
+        if name == "teacher_agreement":
+            continue
+        for index, (title, records) in enumerate(baselines.items()):
+            steps, values = _series(records, "validation", name)
             if steps:
-                axes.plot(
-                    steps, values, "--", color=colour, marker="s", ms=3, label=f"no-distill {name}"
-                )
+                axes.plot(steps, values, _style(index), color=colour, ms=3, label=f"{title} {name}")
     axes.set_title("validation on the tuning rows")
     axes.set_xlabel("step")
     _legend_or_note(axes, "no validations logged")
@@ -94,22 +121,24 @@ def _legend_or_note(axes: Axes, note: str) -> None:
         axes.text(0.5, 0.5, note, ha="center", va="center", transform=axes.transAxes)
 
 
-def _bar_panels(report: Mapping[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
+BarValues = list[tuple[str, str, float | None]]  # (side title, colour, value)
+
+
+def _bar_panels(report: Mapping[str, Any]) -> list[tuple[str, BarValues]]:
     """(panel title, value per side) for each quantity the bar chart compares."""
     student = report["student"]
     if "rmse" in student:
         quality = ("rmse", "r2")
     else:
         quality = ("accuracy", "f1" if "f1" in student else "f1_macro")
-    panels: list[tuple[str, dict[str, float | None]]] = []
-    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
+    panels: list[tuple[str, BarValues]] = []
+    sides = _sides(report)
 
-    def values(read: Any) -> dict[str, float | None]:
-        result: dict[str, float | None] = {}
-        for side in sides:
-            value = read(report[side])
-            result[side] = float(value) if _is_number(value) else None
-        return result
+    def values(read: Any) -> BarValues:
+        return [
+            (title, colour, float(value) if _is_number(value := read(numbers)) else None)
+            for title, colour, numbers, _ in sides
+        ]
 
     for metric in quality:
         panels.append((metric, values(lambda side, m=metric: side.get(m))))
@@ -128,14 +157,13 @@ def _scaled(value: Any, unit: float) -> float | None:
     return value / unit if _is_number(value) else None
 
 
-def _draw_bars(axes: Axes, title: str, per_side: Mapping[str, float | None]) -> None:
-    sides = list(per_side)
-    heights = [per_side[s] or 0.0 for s in sides]
+def _draw_bars(axes: Axes, title: str, per_side: BarValues) -> None:
     bars = axes.bar(
-        [SIDE_TITLES[s] for s in sides], heights, color=[SIDE_COLOURS[s] for s in sides]
+        [side for side, _, _ in per_side],
+        [value or 0.0 for _, _, value in per_side],
+        color=[colour for _, colour, _ in per_side],
     )
-    for bar, side in zip(bars, sides, strict=True):
-        value = per_side[side]
+    for bar, (_, _, value) in zip(bars, per_side, strict=True):
         axes.annotate(
             "n/a" if value is None else _short(value),
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -170,22 +198,22 @@ def _title(report: Mapping[str, Any]) -> str:
 
 def render_curves(
     student: Sequence[MetricRecord],
-    baseline: Sequence[MetricRecord] | None = None,
+    baselines: Baselines | None = None,
     title: str = "learning curves",
 ) -> bytes:
     """PNG: training loss terms per step and validation metrics per validation, for the
-    distilled student and (dashed) the no-distill baseline when given."""
+    distilled student and (dashed, dotted) each control by its title."""
     figure = _new_figure(11, 4)
     figure.suptitle(title)
     loss_axes, validation_axes = figure.subplots(1, 2)
-    _draw_losses(loss_axes, student, baseline)
-    _draw_validation(validation_axes, student, baseline)
+    _draw_losses(loss_axes, student, baselines or {})
+    _draw_validation(validation_axes, student, baselines or {})
     return _png(figure)
 
 
 def render_bars(report: Mapping[str, Any]) -> bytes:
-    """PNG: teacher / distilled / no-distill (when the report has a baseline) side by side on
-    quality, parameters, size on disk and CPU latency per row."""
+    """PNG: teacher, distilled and each control side by side on quality, parameters, size on
+    disk and CPU latency per row."""
     panels = _bar_panels(report)
     figure = _new_figure(2.6 * len(panels), 3.4)
     figure.suptitle(_title(report))
@@ -197,7 +225,7 @@ def render_bars(report: Mapping[str, Any]) -> bytes:
 def render_overview(
     report: Mapping[str, Any],
     student: Sequence[MetricRecord],
-    baseline: Sequence[MetricRecord] | None = None,
+    baselines: Baselines | None = None,
 ) -> bytes:
     """PNG: the learning curves above the comparison bars, in one picture."""
     panels = _bar_panels(report)
@@ -205,8 +233,8 @@ def render_overview(
     figure.suptitle(_title(report))
     top, bottom = figure.subfigures(2, 1, height_ratios=[1.1, 1])
     loss_axes, validation_axes = top.subplots(1, 2)
-    _draw_losses(loss_axes, student, baseline)
-    _draw_validation(validation_axes, student, baseline)
+    _draw_losses(loss_axes, student, baselines or {})
+    _draw_validation(validation_axes, student, baselines or {})
     for axes, (title, per_side) in zip(bottom.subplots(1, len(panels)), panels, strict=True):
         _draw_bars(axes, title, per_side)
     return _png(figure)
@@ -223,31 +251,43 @@ def _cell(value: Any) -> str:
 
 
 def _comparison_rows(report: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
-    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
+    sides = [numbers for _, _, numbers, _ in _sides(report)]
     quality = [
         k
         for k in ("accuracy", "f1", "f1_macro", "roc_auc", "log_loss", "ece", "rmse", "mae", "r2")
-        if any(k in report[s] for s in sides)
+        if any(k in side for side in sides)
     ]
-    rows: list[tuple[str, list[Any]]] = [(k, [report[s].get(k) for s in sides]) for k in quality]
-    rows.append(("parameters", [report[s].get("parameters") for s in sides]))
-    rows.append(("size on disk (bytes)", [report[s].get("size_bytes") for s in sides]))
+    rows: list[tuple[str, list[Any]]] = [(k, [side.get(k) for side in sides]) for k in quality]
+    rows.append(("parameters", [side.get("parameters") for side in sides]))
+    rows.append(("size on disk (bytes)", [side.get("size_bytes") for side in sides]))
     for key, title in (
         ("single_row_ms", "CPU ms, one row"),
         ("batched_ms_per_row", "CPU ms per row, batched"),
     ):
-        rows.append((title, [(report[s].get("cpu_latency") or {}).get(key) for s in sides]))
+        rows.append((title, [(side.get("cpu_latency") or {}).get(key) for side in sides]))
+    if report.get("baselines"):
+        # What the teacher's outputs added over each control (n/a under teacher and student).
+        rows.append(
+            (
+                "gain over control (points)",
+                [None, None, *(b.get("gain_points") for b in report["baselines"])],
+            )
+        )
+        rows.append(
+            (
+                "distillation ratio",
+                [None, None, *(b.get("distillation_ratio") for b in report["baselines"])],
+            )
+        )
     return rows
 
 
 def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
     """One self-contained page: the figures (PNG bytes, by caption) as data: URIs, the
     side-by-side numbers, and the summary ratios. Every string from the report is escaped."""
-    sides = [s for s in SIDES if isinstance(report.get(s), Mapping)]
-    names = report.get("names") or {}
     header = "".join(
-        f"<th>{html.escape(SIDE_TITLES[s])}<br><small>{_cell(names.get(s))}</small></th>"
-        for s in sides
+        f"<th>{html.escape(title)}<br><small>{_cell(name)}</small></th>"
+        for title, _, _, name in _sides(report)
     )
     body_rows = "".join(
         f"<tr><th>{html.escape(title)}</th>{''.join(f'<td>{_cell(v)}</td>' for v in values)}</tr>"
@@ -261,7 +301,6 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
         ("parameter ratio (student / teacher)", report.get("parameter_ratio")),
         ("size ratio (student / teacher)", report.get("size_ratio")),
         ("CPU speed-up, batched (teacher / student)", report.get("cpu_speedup_batched")),
-        ("distillation ratio", report.get("distillation_ratio")),
     ]
     summary_rows = "".join(
         f"<tr><th>{html.escape(title)}</th><td>{_cell(value)}</td></tr>"
@@ -287,8 +326,11 @@ figure {{ margin: 1em 0; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<p>Measured on the job's tuning rows, which no model trained on. The distillation ratio is
-(distilled &minus; no-distill) / (teacher &minus; no-distill): 1 keeps all the teacher adds.</p>
+<p>Measured on the job's tuning rows, which no model trained on. Controls: <em>init-only</em>
+is the student's own starting weights trained on the labels alone, <em>no-distill</em> another
+start (e.g. the pretrained model) on the labels alone. Gain is the distilled student's accuracy
+minus the control's, in points (for regression: the RMSE it takes off); the distillation ratio
+is (distilled &minus; control) / (teacher &minus; control): 1 keeps all the teacher adds.</p>
 <table><tr><th></th>{header}</tr>{body_rows}</table>
 <table>{summary_rows}</table>
 {images}

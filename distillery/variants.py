@@ -18,6 +18,7 @@ import torch
 from distillery.inference import softmax
 from distillery.metrics import classification_metrics, regression_metrics
 from distillery.predictor import Predictor, label_ids
+from distillery.report import cpu_latency
 from distillery.tables import TableError
 
 FLOAT = "float"
@@ -80,8 +81,9 @@ def compare_variant(
     """Score the float model and its `kind` variant on the same labelled rows.
 
     Returns both metric dicts, the rows used, how often the two agree on the predicted class
-    (or their mean absolute difference, for regression) and, for classifiers, the accuracy the
-    variant gives up in percentage points (negative when it happens to do better).
+    (or their mean absolute difference, for regression), for classifiers the accuracy the
+    variant gives up in percentage points (negative when it happens to do better), and both
+    CPU latencies per row (distillery/report.py's measure) with the speed-up.
     """
     if label_column not in frame.columns:
         raise TableError(
@@ -90,9 +92,11 @@ def compare_variant(
         )
     float_model = predictor.model
     float_outputs = predictor.raw_outputs(frame)
+    float_latency = cpu_latency(predictor, frame)
     apply_variant(predictor, kind)
     try:
         variant_outputs = predictor.raw_outputs(frame)
+        variant_latency = cpu_latency(predictor, frame)
     finally:
         predictor.model = float_model
     float_metrics = _metrics(predictor, float_outputs, frame[label_column])
@@ -101,6 +105,10 @@ def compare_variant(
         "rows": len(frame),
         "float": float_metrics,
         "variant": variant_metrics,
+        # Measured here, one after the other: what the variant buys on this machine's CPU.
+        "cpu_latency": {"float": float_latency, "variant": variant_latency},
+        "cpu_speedup_batched": float_latency["batched_ms_per_row"]
+        / variant_latency["batched_ms_per_row"],
     }
     if predictor.problem_type == "regression":
         result["mean_abs_difference"] = float(np.mean(np.abs(float_outputs - variant_outputs)))

@@ -270,7 +270,12 @@ def add_job_commands(commands: Any, options: argparse.ArgumentParser) -> None:
         parser.add_argument("--timeout", type=float, default=None, help="give up after seconds")
     report = leaf(job_commands, "report", jobs_report, "a distill job's distillation report")
     report.add_argument("job_id")
-    report.add_argument("--baseline", help="the student's fine-tune job: adds the ratio")
+    report.add_argument(
+        "--baseline",
+        action="append",
+        help="a fine-tune job of the same student (repeatable: init-only and no-distill "
+        "controls): adds the points gained over each and the distillation ratio",
+    )
     report.add_argument("--format", choices=["json", "png", "html"], default="json")
     report.add_argument("--figure", choices=["curves", "bars", "overview"], help="for png")
     report.add_argument("-o", "--output", help="file for png or html")

@@ -223,25 +223,39 @@ class RemoteModel:
         return pd.DataFrame.from_records(probabilities, index=frame.index, columns=self.labels)
 
     def evaluate(
-        self, data: pd.DataFrame | Dataset | str, label: str | None = None
+        self,
+        data: pd.DataFrame | Dataset | str,
+        label: str | None = None,
+        variant: str | None = None,
     ) -> dict[str, float]:
-        """Scores on a labelled table: accuracy, F1, ROC AUC, log loss (or RMSE, MAE, R²).
+        """Scores on a labelled table: accuracy, F1, ROC AUC, log loss (or RMSE, MAE, R²), of
+        the model's default serving variant or the one named ("float", "int8").
 
         A DataFrame is uploaded as a temporary dataset, scored, and deleted again."""
         if not isinstance(data, pd.DataFrame):
-            return self._evaluate_dataset(_dataset_id(data), label)
+            return self._evaluate_dataset(_dataset_id(data), label, variant)
         dataset = self.client.upload_dataset(data, name=f"evaluate-{self.id}", label=label)
         try:
-            return self._evaluate_dataset(dataset.id, label)
+            return self._evaluate_dataset(dataset.id, label, variant)
         finally:
             self.client.delete_dataset(dataset.id)
 
-    def _evaluate_dataset(self, dataset_id: str, label: str | None) -> dict[str, float]:
+    def _evaluate_dataset(
+        self, dataset_id: str, label: str | None, variant: str | None
+    ) -> dict[str, float]:
         body: dict[str, Any] = {"dataset": dataset_id}
         if label is not None:
             body["label"] = label
-        answer = self.client._json("POST", f"/v1/models/{self.id}/evaluate", json=body)
+        params = {"variant": variant} if variant is not None else {}
+        answer = self.client._json(
+            "POST", f"/v1/models/{self.id}/evaluate", json=body, params=params
+        )
         return dict(answer["metrics"])
+
+    def variants(self) -> list[dict[str, Any]]:
+        """The model's serving variants (int8, ...), each compared with the float model on
+        labelled rows: accuracy of both, agreement, CPU latency of both."""
+        return list(self.client._json("GET", f"/v1/models/{self.id}/variants")["data"])
 
     def download(self, path: str | os.PathLike[str], extract: bool = False) -> Path:
         """Save the bundle (a .tar.gz of a Hugging Face checkpoint plus distillery.json).
@@ -380,18 +394,21 @@ class Job:
 
     def report(
         self,
-        baseline: Job | str | None = None,
+        baseline: Job | str | Sequence[Job | str] | None = None,
         format: ReportFormat = "json",
         figure: str | None = None,
     ) -> dict[str, Any] | bytes:
-        """A distill job's distillation report; with `baseline` (the same student fine-tuned
-        without the teacher) it adds the distillation ratio. "json" returns a dict; "png" and
-        "html" return the rendered bytes (`figure` picks the PNG's: curves, bars, overview)."""
+        """A distill job's distillation report. `baseline`, one job or several (the same
+        student fine-tuned without the teacher: from its own starting weights, "init-only", or
+        another start, "no-distill") adds the points gained over each and the distillation
+        ratio. "json" returns a dict; "png" and "html" return the rendered bytes (`figure`
+        picks the PNG's: curves, bars, overview)."""
         if format not in REPORT_MEDIA_TYPES:
             raise ValueError(f"format must be one of {', '.join(REPORT_MEDIA_TYPES)}")
-        params = {}
+        params: dict[str, Any] = {}
         if baseline is not None:
-            params["baseline_job"] = baseline.id if isinstance(baseline, Job) else baseline
+            baselines = [baseline] if isinstance(baseline, Job | str) else list(baseline)
+            params["baseline_job"] = [b.id if isinstance(b, Job) else b for b in baselines]
         if figure is not None:
             params["figure"] = figure
         media_type = REPORT_MEDIA_TYPES[format]

@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from distillery.backbones import BackboneError
 from distillery.hyperparams import TEACHER_CHECKPOINT
-from distillery.plan import JobPlan, TeacherFacts, plan_job
+from distillery.plan import CHECKPOINT_KEY, JobPlan, TeacherFacts, plan_job
 from distillery.report import distillation_ratio
 from distillery.tables import describe_table
 from domain import lifecycle
@@ -269,10 +270,12 @@ def cancel_job(session: Session, job_id: str, caller: Caller) -> Job:
 
 
 def job_report(
-    session: Session, job_id: str, baseline_job_id: str | None, caller: Caller
+    session: Session, job_id: str, baseline_job_ids: Sequence[str], caller: Caller
 ) -> dict[str, Any]:
-    """A distill job's report, with the distillation ratio against a named baseline: a
-    finished fine-tune job of the same student scored on the same tuning dataset."""
+    """A distill job's report, with each named baseline (a finished fine-tune job scored on
+    the same tuning dataset) as a control: how many points the teacher's outputs added over it
+    and the distillation ratio. A baseline that starts from the distilled student's own
+    starting weights is the *init-only* control; any other start is *no-distill*."""
     job = get_job(session, job_id, caller=caller)
     report = job.metrics.get("report")
     if job.kind != "distill" or report is None:
@@ -290,38 +293,54 @@ def job_report(
         "student": model_name(session, job.result_model_id),
         "teacher": model_name(session, job.teacher_model_id),
     }
-    if baseline_job_id is None:
-        return result
-    baseline = get_job(session, baseline_job_id, caller=caller)
+    result["baselines"] = [
+        _baseline(session, job, report, get_job(session, baseline_id, caller=caller))
+        for baseline_id in dict.fromkeys(baseline_job_ids)
+    ]
+    return result
+
+
+def _baseline(session: Session, job: Job, report: dict[str, Any], baseline: Job) -> dict[str, Any]:
     if baseline.status != "succeeded" or baseline.tuning_dataset_id != job.tuning_dataset_id:
         raise Invalid(
             "Unusable baseline",
-            "the baseline must be a succeeded job scored on the same tuning dataset "
+            "a baseline must be a succeeded job scored on the same tuning dataset "
             f"({job.tuning_dataset_id}); job {baseline.id} is {baseline.status} with tuning "
             f"dataset {baseline.tuning_dataset_id}",
             field="baseline_job",
         )
-    metric = "rmse" if "rmse" in report["student"] else "accuracy"
-    baseline_tuning = baseline.metrics.get("tuning", {})
-    baseline_score = baseline_tuning.get(metric)
-    baseline_model = (
-        session.get(Model, baseline.result_model_id) if baseline.result_model_id else None
-    )
-    # Its tuning metrics and size are on record; its CPU latency is not measured (None).
-    result["baseline"] = {
-        **{k: v for k, v in baseline_tuning.items() if k in report["student"]},
+    regression = "rmse" in report["student"]
+    metric = "rmse" if regression else "accuracy"
+    tuning = baseline.metrics.get("tuning", {})
+    score, student = tuning.get(metric), report["student"][metric]
+    model = session.get(Model, baseline.result_model_id) if baseline.result_model_id else None
+    # Its tuning metrics and size are on record; its CPU latency is not measured.
+    entry: dict[str, Any] = {
+        **{k: v for k, v in tuning.items() if k in report["student"]},
+        "control": "init-only" if _start(baseline) == _start(job) else "no-distill",
         "job": baseline.id,
         "model": baseline.result_model_id,
-        metric: baseline_score,
-        "parameters": baseline_model.num_parameters if baseline_model else None,
-        "size_bytes": baseline_model.size_bytes if baseline_model else None,
+        "name": model.name if model else None,
+        "parameters": model.num_parameters if model else None,
+        "size_bytes": model.size_bytes if model else None,
+        "gain_points": None,
+        "distillation_ratio": None,
     }
-    result["names"]["baseline"] = baseline_model.name if baseline_model else None
-    if baseline_score is not None:
-        result["distillation_ratio"] = distillation_ratio(
-            report["student"][metric], baseline_score, report["teacher"][metric]
-        )
-    return result
+    if score is not None:
+        # Points of accuracy the student gained; for regression, the RMSE it took off.
+        entry["gain_points"] = score - student if regression else 100 * (student - score)
+        entry["distillation_ratio"] = distillation_ratio(student, score, report["teacher"][metric])
+    return entry
+
+
+def _start(job: Job) -> tuple[str | None, Any]:
+    """The weights a job's student starts from: its checkpoint (the teacher model itself where
+    a distill job names "teacher") and the encoder layers it keeps."""
+    config = (job.plan or {}).get("config", {})
+    checkpoint = config.get("checkpoint_name", job.hyperparameters.get(CHECKPOINT_KEY))
+    if checkpoint == TEACHER_CHECKPOINT:
+        checkpoint = job.teacher_model_id
+    return checkpoint, config.get("layers", job.hyperparameters.get("model.hf_text.layers"))
 
 
 def model_name(session: Session, model_id: str | None) -> str | None:

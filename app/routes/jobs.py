@@ -206,15 +206,17 @@ def read_report(
     job_id: str,
     session: SessionDep,
     caller: CallerDep,
-    baseline_job: str | None = Query(
-        default=None,
-        description="A fine-tune job of the same student on the same tuning dataset: adds the "
-        "distillation ratio (distilled - baseline) / (teacher - baseline)",
+    baseline_job: list[str] = Query(
+        default=[],
+        description="A fine-tune job of the same student on the same tuning dataset, as a "
+        "control; repeat it for several (init-only: the student's own starting weights; "
+        "no-distill: another start). Adds, per control, the points the teacher's outputs "
+        "gained and the distillation ratio (distilled - control) / (teacher - control)",
     ),
     figure: ReportFigure = Query(
         default="overview",
         description="For `Accept: image/png`: `curves` (training loss terms per step, "
-        "validation metrics per validation), `bars` (teacher / distilled / baseline on "
+        "validation metrics per validation), `bars` (teacher / distilled / each control on "
         "quality, parameters, size on disk, CPU ms per row) or `overview` (both in one image)",
     ),
     accept: str | None = Header(default=None, include_in_schema=False),

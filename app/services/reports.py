@@ -3,12 +3,19 @@ page with both and the numbers. The numbers come from `job_report`; drawing is t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from distillery.report_render import render_bars, render_curves, render_html, render_overview
+from distillery.report_render import (
+    baseline_titles,
+    render_bars,
+    render_curves,
+    render_html,
+    render_overview,
+)
 from domain.auth import Caller
 from domain.jobs import job_report
 from domain.orm import JobMetric
@@ -32,40 +39,42 @@ def learning_curve_records(session: Session, job_id: str) -> list[dict[str, Any]
 
 def _figures(
     session: Session, report: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    # job_report has already checked that the caller may see both jobs.
-    baseline = report.get("baseline")
-    return (
-        learning_curve_records(session, report["job"]),
-        learning_curve_records(session, baseline["job"]) if baseline else None,
-    )
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The student's curves, and each baseline's by its title on the figures."""
+    # job_report has already checked that the caller may see every job.
+    return learning_curve_records(session, report["job"]), {
+        title: learning_curve_records(session, baseline["job"])
+        for title, baseline in zip(baseline_titles(report), report["baselines"], strict=True)
+    }
 
 
 def report_png(
     session: Session,
     job_id: str,
-    baseline_job_id: str | None,
+    baseline_job_ids: Sequence[str],
     caller: Caller,
     figure: ReportFigure,
 ) -> bytes:
-    report = job_report(session, job_id, baseline_job_id, caller)
+    report = job_report(session, job_id, baseline_job_ids, caller)
     if figure == "bars":
         return render_bars(report)
-    student, baseline = _figures(session, report)
+    student, baselines = _figures(session, report)
     if figure == "curves":
-        return render_curves(student, baseline, title=f"learning curves: {report['job']}")
-    return render_overview(report, student, baseline)
+        return render_curves(student, baselines, title=f"learning curves: {report['job']}")
+    return render_overview(report, student, baselines)
 
 
-def report_html(session: Session, job_id: str, baseline_job_id: str | None, caller: Caller) -> str:
-    report = job_report(session, job_id, baseline_job_id, caller)
-    student, baseline = _figures(session, report)
+def report_html(
+    session: Session, job_id: str, baseline_job_ids: Sequence[str], caller: Caller
+) -> str:
+    report = job_report(session, job_id, baseline_job_ids, caller)
+    student, baselines = _figures(session, report)
     return render_html(
         report,
         {
             "learning curves: training loss terms per step, validation on the tuning rows": (
-                render_curves(student, baseline, title=f"learning curves: {report['job']}")
+                render_curves(student, baselines, title=f"learning curves: {report['job']}")
             ),
-            "teacher, distilled student and no-distill baseline side by side": render_bars(report),
+            "teacher, distilled student and its controls side by side": render_bars(report),
         },
     )

@@ -1,7 +1,8 @@
 """GET /v1/jobs/{id}/report as JSON, PNG or HTML, chosen by Accept, on a real distill job.
 
-One tiny distill job (and its no-distill baseline) is trained once for the module by a real
-Celery worker on the embedded default; every test then asks the ASGI app for its report.
+One tiny distill job and two controls (init-only: the student's own starting weights on the
+labels alone; no-distill: another start) are trained once for the module by a real Celery
+worker on the embedded default; every test then asks the ASGI app for its report.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ QUICK = {"optimization.learning_rate": 3e-3, "optimization.max_epochs": 2, "env.
 
 
 class ReportJobs:
-    def __init__(self, client: TestClient, distill: dict, baseline: dict, teacher: dict) -> None:
-        self.client, self.distill, self.baseline, self.teacher = client, distill, baseline, teacher
+    def __init__(
+        self, client: TestClient, distill: dict, controls: list[dict], teacher: dict
+    ) -> None:
+        self.client, self.distill, self.controls, self.teacher = client, distill, controls, teacher
+        self.baseline = controls[0]
+        self.control_ids = [control["id"] for control in controls]
 
-    def get(self, accept: str | None = None, **params: str):
+    def get(self, accept: str | None = None, **params: str | list[str]):
         headers = {"Accept": accept} if accept is not None else {}
         return self.client.get(
             f"/v1/jobs/{self.distill['id']}/report", headers=headers, params=params
@@ -76,13 +81,22 @@ def report_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportJobs
                     "hyperparameters": student,
                 },
             )
-            baseline = client.post(
+            init_only = client.post(
                 "/v1/jobs", json={**common, "kind": "finetune", "hyperparameters": student}
             )
-            assert distill.status_code == baseline.status_code == 202
-            jobs = [wait_for_job(client, r.json()["id"]) for r in (distill, baseline)]
-            assert [job["status"] for job in jobs] == ["succeeded"] * 2, jobs
-            yield ReportJobs(client, jobs[0], jobs[1], teacher.json())
+            other_start = {
+                **student,
+                "model.hf_text.checkpoint_name": teacher.json()["id"],
+                "model.hf_text.layers": [0],
+            }
+            no_distill = client.post(
+                "/v1/jobs", json={**common, "kind": "finetune", "hyperparameters": other_start}
+            )
+            submitted = (distill, init_only, no_distill)
+            assert [r.status_code for r in submitted] == [202] * 3, [r.text for r in submitted]
+            jobs = [wait_for_job(client, r.json()["id"]) for r in submitted]
+            assert [job["status"] for job in jobs] == ["succeeded"] * 3, jobs
+            yield ReportJobs(client, jobs[0], jobs[1:], teacher.json())
     finally:
         worker.stop()
 
@@ -94,25 +108,35 @@ def decoded_png(content: bytes) -> np.ndarray:
 
 def test_json_is_the_default_and_names_every_side(report_jobs: ReportJobs) -> None:
     for accept in (None, "application/json", "*/*", "text/html;q=0.2, application/*"):
-        response = report_jobs.get(accept, baseline_job=report_jobs.baseline["id"])
+        response = report_jobs.get(accept, baseline_job=report_jobs.control_ids)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"
         assert "Accept" in response.headers["vary"]
     report = response.json()
     assert report["job"] == report_jobs.distill["id"] and report["rows"] == 24
     assert report["names"]["teacher"] == HOSTILE_NAME
-    baseline = report["baseline"]
-    assert baseline["job"] == report_jobs.baseline["id"]
-    assert baseline["parameters"] == report["student"]["parameters"]
-    assert baseline["size_bytes"] > 0 and 0.0 <= baseline["f1"] <= 1.0
-    assert "distillation_ratio" in report
+    init_only, no_distill = report["baselines"]
+    assert [init_only["job"], no_distill["job"]] == report_jobs.control_ids
+    # Named by where each starts: the distilled student's own start, or another one.
+    assert [init_only["control"], no_distill["control"]] == ["init-only", "no-distill"]
+    assert init_only["parameters"] == report["student"]["parameters"]
+    assert no_distill["parameters"] != report["student"]["parameters"]
+    for control in (init_only, no_distill):
+        assert control["size_bytes"] > 0 and 0.0 <= control["f1"] <= 1.0
+        gain = 100 * (report["student"]["accuracy"] - control["accuracy"])
+        assert control["gain_points"] == pytest.approx(gain)
+        assert "distillation_ratio" in control
+    # A control named twice counts once; none named, the report has no controls.
+    twice = report_jobs.get(baseline_job=[report_jobs.control_ids[0]] * 2).json()
+    assert [b["job"] for b in twice["baselines"]] == report_jobs.control_ids[:1]
+    assert report_jobs.get().json()["baselines"] == []
 
 
 def test_png_figures_by_query(report_jobs: ReportJobs) -> None:
     shapes = {}
     for figure in ("curves", "bars", "overview"):
         response = report_jobs.get(
-            "image/png", figure=figure, baseline_job=report_jobs.baseline["id"]
+            "image/png", figure=figure, baseline_job=report_jobs.control_ids
         )
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "image/png"
@@ -128,7 +152,7 @@ def test_png_figures_by_query(report_jobs: ReportJobs) -> None:
 
 def test_html_page_embeds_both_figures_and_escapes_names(report_jobs: ReportJobs) -> None:
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
-    response = report_jobs.get(browser, baseline_job=report_jobs.baseline["id"])
+    response = report_jobs.get(browser, baseline_job=report_jobs.control_ids)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
@@ -136,7 +160,9 @@ def test_html_page_embeds_both_figures_and_escapes_names(report_jobs: ReportJobs
     assert len(images) == 2
     assert all(base64.b64decode(data).startswith(PNG_MAGIC) for data in images)
     assert HOSTILE_NAME not in page and "onerror=&quot;alert(1)&quot;" in page
-    assert report_jobs.distill["id"] in page and "no-distill" in page
+    assert report_jobs.distill["id"] in page
+    assert "<th>init-only<br>" in page and "<th>no-distill<br>" in page
+    assert "gain over control (points)" in page
 
 
 def test_unacceptable_media_type_is_a_406_problem(report_jobs: ReportJobs) -> None:

@@ -127,10 +127,21 @@ def test_fit_wait_predict_evaluate_and_distill(
         assert isinstance(report, dict)
         assert report["job"] == student_job.id and report["model"] == student_job.model_id
         assert report["student"]["parameters"] < report["teacher"]["parameters"]
+        # Any succeeded fine-tune job on the same tuning rows can be a control; the teacher's
+        # starts elsewhere than the student, so it is a no-distill one.
+        controlled = student_job.report(baseline=[teacher_job])
+        assert isinstance(controlled, dict)
+        assert [(b["job"], b["control"]) for b in controlled["baselines"]] == [
+            (teacher_job.id, "no-distill")
+        ]
         png = student_job.report(format="png", figure="bars")
         assert isinstance(png, bytes) and png.startswith(b"\x89PNG\r\n\x1a\n")
         student = student_job.model
         assert student.lineage["teacher_model"] == teacher.id
+        # The int8 variant made after the distill job: listed, and scored when asked by name.
+        assert [variant["kind"] for variant in student.variants()] == ["int8"]
+        int8_scores = student.evaluate(test, variant="int8")
+        assert 0.0 <= int8_scores["accuracy"] <= 1.0
         assert student.id in [model.id for model in client.models()]
 
         # Download, unpack and register the bundle again: the same label map comes back.

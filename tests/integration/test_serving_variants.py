@@ -54,6 +54,10 @@ def test_distill_job_makes_an_int8_variant(
         assert variants[0]["dataset"] == tuning["id"]
         assert comparison["rows"] == tuning["row_count"]
         assert "accuracy_drop_points" in comparison and 0 <= comparison["agreement"] <= 1
+        latency = comparison["cpu_latency"]
+        assert latency["float"]["batched_ms_per_row"] > 0
+        assert latency["variant"]["batched_ms_per_row"] > 0
+        assert comparison["cpu_speedup_batched"] > 0
         # Made, not chosen: the float model stays the default until someone says otherwise.
         assert variants[0]["is_default"] is False
 

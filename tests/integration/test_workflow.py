@@ -91,7 +91,9 @@ def run_workflow(
         assert report["rows"] == 40 and 0.0 <= report["agreement"] <= 1.0
         assert report["student"]["parameters"] < report["teacher"]["parameters"]
         assert report["student"]["cpu_latency"]["batched_ms_per_row"] > 0
-        assert "ece" in report["teacher"] and "distillation_ratio" in report
+        assert "ece" in report["teacher"]
+        assert [b["job"] for b in report["baselines"]] == [nodistill_job["id"]]
+        assert report["baselines"][0]["distillation_ratio"] is not None
 
         # A transfer set (an unlabelled dataset and the teacher's own training rows), and a
         # student cut from the teacher's own layers.

@@ -28,7 +28,7 @@ def side(accuracy: float, parameters: int, batched_ms: float) -> dict:
     }
 
 
-def classification_report(with_baseline: bool = True) -> dict:
+def classification_report(controls: tuple[str, ...] = ("init-only", "no-distill")) -> dict:
     report = {
         "job": "job_0123",
         "model": "mdl_0123",
@@ -41,9 +41,19 @@ def classification_report(with_baseline: bool = True) -> dict:
         "size_ratio": 0.66,
         "cpu_speedup_batched": 1.9,
     }
-    if with_baseline:
-        report["baseline"] = {"accuracy": 0.74, "f1": 0.73, "parameters": 15_000_000}
-        report["distillation_ratio"] = 0.4
+    report["baselines"] = [
+        {
+            "control": control,
+            "job": f"job_{index}",
+            "name": f"control {index}",
+            "accuracy": 0.74 - index / 100,
+            "f1": 0.73,
+            "parameters": 15_000_000,
+            "gain_points": 4.0 + index,
+            "distillation_ratio": 0.4,
+        }
+        for index, control in enumerate(controls)
+    ]
     return report
 
 
@@ -81,9 +91,11 @@ def assert_drawn(png: bytes, min_width: int) -> None:
 def test_curves_png_shows_student_and_baseline() -> None:
     student = metric_records(("loss", "hard_loss", "soft_loss"), with_agreement=True)
     baseline = metric_records(("loss", "hard_loss"), with_agreement=False)
-    with_baseline = render_curves(student, baseline)
+    with_baseline = render_curves(student, {"init-only": baseline})
     assert_drawn(with_baseline, min_width=1000)
     assert with_baseline != render_curves(student), "the baseline's curves must be drawn"
+    two = render_curves(student, {"init-only": baseline, "no-distill": baseline[:4]})
+    assert two != with_baseline, "each control's curves must be drawn"
 
 
 def test_curves_png_without_any_metrics_still_renders() -> None:
@@ -92,7 +104,7 @@ def test_curves_png_without_any_metrics_still_renders() -> None:
 
 def test_bars_png_for_classification_and_regression() -> None:
     assert_drawn(render_bars(classification_report()), min_width=1000)
-    assert render_bars(classification_report()) != render_bars(classification_report(False))
+    assert render_bars(classification_report()) != render_bars(classification_report(()))
 
     regression_side = {"rmse": 0.3, "mae": 0.2, "r2": 0.7, "parameters": 1000, "size_bytes": 4000}
     regression = {
@@ -108,7 +120,7 @@ def test_overview_png_combines_curves_and_bars() -> None:
     overview = render_overview(
         classification_report(),
         metric_records(("loss", "soft_loss"), True),
-        metric_records(("loss",), False),
+        {"init-only": metric_records(("loss",), False)},
     )
     pixels = decoded(overview)
     assert pixels.shape[0] > decoded(render_bars(classification_report())).shape[0]
@@ -125,15 +137,28 @@ def test_html_embeds_the_figures_and_escapes_user_names() -> None:
     assert [base64.b64decode(data) for data in embedded] == [curves, bars]
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in page
-    for row in ("accuracy", "CPU ms per row, batched", "distillation ratio", "<th>no-distill<br>"):
+    for row in (
+        "accuracy",
+        "CPU ms per row, batched",
+        "<th>distillation ratio</th>",
+        "<th>init-only<br><small>control 0</small>",
+        "<th>no-distill<br><small>control 1</small>",
+    ):
         assert row in page
+    # The points each control was beaten by, in its own column.
+    assert "<td>4.0000</td><td>5.0000</td>" in page
     # The baseline's latency was never measured: said, not invented.
     assert "n/a" in page
     assert "0.7800" in page and "22,700,000" in page
 
 
 def test_html_without_baseline_has_two_columns() -> None:
-    page = render_html(classification_report(with_baseline=False), {})
+    page = render_html(classification_report(controls=()), {})
     assert "<th>distilled<br>" in page and "<th>no-distill<br>" not in page
     assert "distillation ratio</th>" not in page
     assert "<img" not in page
+
+
+def test_two_controls_of_one_kind_are_numbered() -> None:
+    page = render_html(classification_report(controls=("no-distill", "no-distill")), {})
+    assert "<th>no-distill 1<br>" in page and "<th>no-distill 2<br>" in page
