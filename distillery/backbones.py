@@ -162,5 +162,21 @@ def keep_layers(model: PreTrainedModel, layers: int | list[int]) -> list[int]:
     return indices
 
 
+# Models whose position ids start after the padding index: they spend pad_token_id + 1
+# positions on that offset, so max_position_embeddings overstates what a row may use.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet"}
+
+
+def usable_text_length(model: PreTrainedModel, wanted: int) -> int:
+    """`wanted` tokens, or as many as the model has positions for: AutoMM caps max_text_len at
+    the model's limit the same way, where an uncapped row would fail inside the forward pass."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return wanted
+    if model.config.model_type in _OFFSET_POSITIONS:
+        positions -= (model.config.pad_token_id or 0) + 1
+    return min(wanted, positions)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())

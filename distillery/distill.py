@@ -109,7 +109,7 @@ def teacher_outputs_for(
     """Teacher logits (and [CLS] features) on `frame`, from the cache when it has them."""
     started = time.perf_counter()
     fingerprint = teacher_fingerprint or folder_fingerprint(teacher.folder)
-    max_len = teacher.metadata.max_text_len
+    max_len = teacher.max_text_len
     key = cache_key(fingerprint, rows_fingerprint(frame, text_columns), text_columns, max_len)
     if cache is not None:
         cached = cache.load(key, need_features)

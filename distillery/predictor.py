@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from distillery.backbones import load_classifier
+from distillery.backbones import load_classifier, usable_text_length
 from distillery.bundle import BundleMetadata, read_metadata
 from distillery.encoding import EncodedRow, encode_rows
 from distillery.inference import compute_outputs, softmax
@@ -32,6 +32,8 @@ class Predictor:
         )
         self.model = backbone.model.to(device).eval()
         self.tokenizer = backbone.tokenizer
+        # Tokens kept per row: the bundle's max_text_len, within the model's positions.
+        self.max_text_len = usable_text_length(self.model, self.metadata.max_text_len)
         self.device = device
         self.batch_size = batch_size
 
@@ -51,9 +53,7 @@ class Predictor:
     def encode(self, frame: pd.DataFrame) -> list[EncodedRow]:
         """Token ids of each row, unpadded (tokenizing only: no forward pass)."""
         self.check_columns(frame)
-        return encode_rows(
-            self.tokenizer, frame, self.metadata.text_columns, self.metadata.max_text_len
-        )
+        return encode_rows(self.tokenizer, frame, self.metadata.text_columns, self.max_text_len)
 
     def forward(self, rows: Sequence[EncodedRow]) -> np.ndarray:
         """Raw outputs (logits, or one value per row for regression) of encoded rows."""

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from distillery.augment import augmented_copies, recombined_pairs
-from distillery.backbones import Backbone, load_classifier
+from distillery.backbones import Backbone, load_classifier, usable_text_length
 from distillery.checkpoints import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
 from distillery.distill import (
     DistillationObjective,
@@ -308,9 +308,10 @@ def train(
     )
     model = student.model.to(device)
     pad_id = student.tokenizer.pad_token_id or 0
+    max_text_len = usable_text_length(model, config.max_text_len)
 
     def encode(frame: pd.DataFrame) -> list[EncodedRow]:
-        return encode_rows(student.tokenizer, frame, data.text_columns, config.max_text_len)
+        return encode_rows(student.tokenizer, frame, data.text_columns, max_text_len)
 
     # Labelled rows first, then unlabelled ones (their targets are ignored by the hard loss).
     train_rows = encode(train_frame) + encode(unlabeled_frame)
@@ -352,7 +353,7 @@ def train(
         if online:
             all_rows = pd.concat([train_frame, unlabeled_frame], ignore_index=True)
             teacher_rows = encode_rows(
-                teacher.tokenizer, all_rows, data.text_columns, teacher.metadata.max_text_len
+                teacher.tokenizer, all_rows, data.text_columns, teacher.max_text_len
             )
         else:
             train_outputs = outputs_for(train_frame)

@@ -153,3 +153,27 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(
         resumed.backbone.model.parameters(), uninterrupted.backbone.model.parameters(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_rows_longer_than_the_model_has_positions_are_cut_to_fit(
+    tmp_path: Path, tiny_student_dir: Path
+) -> None:
+    # Tiny BERT has 64 positions and MPNet spends two of its 80 on the padding offset; the
+    # default max_text_len (128) must not run either past its position table.
+    from tests.factories import save_tiny_mpnet
+
+    data = qnli_data(32)
+    long_sentences = data.train["sentence"].map(lambda text: " ".join([text] * 30))
+    data.train["sentence"] = long_sentences
+    config = parse_hyperparameters({**FAST, "optimization.max_epochs": 1})
+    for folder, positions in ((tiny_student_dir, 64), (save_tiny_mpnet(tmp_path / "mpnet"), 78)):
+        result = train(config, data, folder)
+        metadata = BundleMetadata("binary", LABELS, ["question", "sentence"])
+        bundle = save_bundle(
+            result.backbone.model, result.backbone.tokenizer, metadata, tmp_path / folder.name
+        )
+        predictor = Predictor(bundle)
+        assert metadata.max_text_len == 128 and predictor.max_text_len == positions
+        encoded = predictor.encode(data.train.head(4))
+        assert max(len(row["input_ids"]) for row in encoded) == positions
+        assert len(predictor.predict(data.train.head(4))) == 4
