@@ -1,29 +1,43 @@
 """CPU serving variants of a bundle, and what each costs in accuracy against the float model.
 
 `int8` is PyTorch dynamic quantization of every `nn.Linear`: weights stored as int8, activations
-quantized on the fly per batch. It is rebuilt from the bundle's float weights each time the
-model is loaded (quantizing a MiniLM takes well under a second), so a variant needs no weights
-of its own on disk: only the record of how much accuracy it gives up, measured once.
+quantized on the fly per batch. `onnx` runs the model's ONNX export in ONNX Runtime, and
+`onnx-int8` that graph quantized by ONNX Runtime (distillery/onnx.py). Each is rebuilt from the
+bundle's float weights when the model is loaded (a second for int8, seconds for an ONNX
+export), so a variant needs no weights of its own on disk: only the record of how much accuracy
+it gives up, measured once.
 """
 
 from __future__ import annotations
 
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from distillery.encoding import EncodedRow
 from distillery.inference import softmax
 from distillery.metrics import classification_metrics, regression_metrics
+from distillery.onnx import (
+    FP32_GRAPH,
+    INT8_GRAPH,
+    OnnxClassifier,
+    export_onnx,
+    quantize_onnx_int8,
+)
 from distillery.predictor import Predictor, label_ids
 from distillery.report import cpu_latency
 from distillery.tables import TableError
 
 FLOAT = "float"
 INT8 = "int8"
-VARIANT_KINDS = (FLOAT, INT8)
+ONNX = "onnx"
+ONNX_INT8 = "onnx-int8"
+VARIANT_KINDS = (FLOAT, INT8, ONNX, ONNX_INT8)
 
 
 class VariantError(ValueError):
@@ -45,11 +59,31 @@ def apply_variant(predictor: Predictor, kind: str) -> None:
     """Turn a loaded float predictor into `kind` in place."""
     if kind == FLOAT:
         return
-    if kind != INT8:
+    if kind not in VARIANT_KINDS:
         raise VariantError(f"unknown variant '{kind}'; variants are: {', '.join(VARIANT_KINDS)}")
     if predictor.device != "cpu":
-        raise VariantError("the int8 variant runs on CPU only; serve the float model on a GPU")
-    predictor.model = quantize_linear_int8(predictor.model).eval()
+        raise VariantError(f"the {kind} variant runs on CPU only; serve the float model on a GPU")
+    if kind == INT8:
+        predictor.model = quantize_linear_int8(predictor.model).eval()
+        return
+    with tempfile.TemporaryDirectory(prefix="distillery-onnx-") as scratch:
+        # ONNX Runtime reads the graph into memory: the files need not outlive the session.
+        graph = export_onnx(
+            predictor.model, example_rows(predictor), pad_id(predictor), Path(scratch) / FP32_GRAPH
+        )
+        if kind == ONNX_INT8:
+            graph = quantize_onnx_int8(graph, Path(scratch) / INT8_GRAPH)
+        predictor.model = OnnxClassifier(graph).eval()
+
+
+def example_rows(predictor: Predictor) -> list[EncodedRow]:
+    """Two short encoded rows of the model's columns: the shapes an export traces."""
+    texts = {column: ["an example row", "another"] for column in predictor.metadata.text_columns}
+    return predictor.encode(pd.DataFrame(texts))
+
+
+def pad_id(predictor: Predictor) -> int:
+    return predictor.tokenizer.pad_token_id or 0
 
 
 def module_memory_bytes(module: torch.nn.Module) -> int:

@@ -1,0 +1,119 @@
+"""ONNX out: a classifier as an ONNX graph (fp32, and int8 by ONNX Runtime's dynamic
+quantization) and an ONNX Runtime forward pass that stands in for the torch model.
+
+The graph is exported by `torch.onnx.export` (its dynamo exporter, with batch and sequence
+length dynamic) from the model's own forward, so what runs in ONNX Runtime is what ran in torch;
+tokenizing stays in Python with the bundle's tokenizer, as it does for the torch model.
+`OnnxClassifier` answers like a Hugging Face classifier (`model(**batch).logits`), so the batched
+forward, the variant comparison and serving use it unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillery.encoding import EncodedRow, collate
+
+FP32_GRAPH = "model.onnx"
+INT8_GRAPH = "model-int8.onnx"
+# The inputs a tokenizer may give, in the order the exported graph takes them.
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class _Logits(torch.nn.Module):
+    """The classifier with the logits alone as output: what a graph needs (a Hugging Face
+    output object is not a tensor)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+def export_onnx(
+    model: torch.nn.Module, example_rows: list[EncodedRow], pad_token_id: int, path: Path
+) -> Path:
+    """Write `model` as an fp32 ONNX graph taking the rows' inputs, batch and length dynamic."""
+    example = collate(example_rows, pad_token_id)
+    input_names = [name for name in INPUT_ORDER if name in example]
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    wrapped = _Logits(model.cpu().eval())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter narrates each stage on stdout and warns about every traced branch.
+    with warnings.catch_warnings(), _quiet("torch.onnx"), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped,
+            tuple(example[name] for name in input_names),
+            str(path),
+            input_names=input_names,
+            output_names=["logits"],
+            dynamic_shapes=tuple({0: batch, 1: length} for _ in input_names),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    return path
+
+
+def quantize_onnx_int8(fp32: Path, int8: Path) -> Path:
+    """ONNX Runtime's dynamic quantization: int8 weights, activations quantized per batch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet("root"):
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    return int8
+
+
+class OnnxClassifier(torch.nn.Module):
+    """An ONNX Runtime session that answers `model(**batch).logits` like the torch model."""
+
+    def __init__(self, graph: Path, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.graph = graph
+        self.session = ort.InferenceSession(
+            str(graph), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, **batch: Any) -> SimpleNamespace:
+        if batch.get("output_hidden_states"):
+            raise ValueError("an ONNX classifier gives logits only, no hidden states")
+        feeds = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.input_names}
+        (logits,) = self.session.run(["logits"], feeds)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+class _quiet:
+    """Lower a chatty logger to errors for the duration of a block."""
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(None if name == "root" else name)
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.level)

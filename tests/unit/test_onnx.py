@@ -1,0 +1,49 @@
+"""ONNX out: the fp32 export answers like torch, the int8 graph keeps its argmax, and both
+serve as variants through the same Predictor, on real tiny models (BERT with token types,
+MPNet without)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillery.backbones import load_classifier
+from distillery.bundle import BundleMetadata, save_bundle
+from distillery.onnx import OnnxClassifier
+from distillery.predictor import Predictor
+from distillery.variants import ONNX, ONNX_INT8, apply_variant, compare_variant
+from tests.factories import qnli_like_frame, save_tiny_bert, save_tiny_mpnet
+
+LABELS = ["entailment", "not_entailment"]
+
+
+@pytest.fixture(scope="module", params=["bert", "mpnet"])
+def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp(request.param)
+    make = save_tiny_bert if request.param == "bert" else save_tiny_mpnet
+    checkpoint = make(root / "checkpoint", layers=2, seed=3)
+    backbone = load_classifier(checkpoint, num_labels=2)
+    metadata = BundleMetadata("binary", LABELS, ["question", "sentence"])
+    return save_bundle(backbone.model, backbone.tokenizer, metadata, root / "bundle")
+
+
+def test_fp32_graph_matches_torch_and_int8_keeps_the_argmax(bundle: Path) -> None:
+    rows = qnli_like_frame(48, seed=5)  # lengths vary: the graph's batch and length are dynamic
+    expected = Predictor(bundle).raw_outputs(rows)
+    for kind, tolerance in ((ONNX, 1e-4), (ONNX_INT8, 0.05)):
+        predictor = Predictor(bundle)
+        apply_variant(predictor, kind)
+        assert isinstance(predictor.model, OnnxClassifier)
+        outputs = predictor.raw_outputs(rows)
+        assert outputs.shape == expected.shape
+        assert np.abs(outputs - expected).max() <= tolerance, kind
+        assert (outputs.argmax(axis=1) == expected.argmax(axis=1)).mean() == 1.0, kind
+
+
+def test_an_onnx_variant_is_compared_like_int8(bundle: Path) -> None:
+    rows = qnli_like_frame(32, seed=6)
+    comparison = compare_variant(Predictor(bundle), ONNX, rows, "label")
+    assert comparison["agreement"] == 1.0 and comparison["accuracy_drop_points"] == 0.0
+    assert comparison["cpu_latency"]["variant"]["batched_ms_per_row"] > 0
