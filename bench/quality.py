@@ -1,7 +1,10 @@
 """Does distillation pay? Per (teacher, student) pair, the teacher against four arms, on QNLI.
 
-The teacher (all-MiniLM-L6-v2 fine-tuned on 2,463 labelled rows the students never see, trained
-once) and, per seed, four ways to train the same student on the same 800 labelled rows:
+Per pair, the teacher (fine-tuned on 2,463 labelled rows the students never see, trained once)
+and, per seed, four ways to train the same student on the same 800 labelled rows. The pairs:
+all-MiniLM-L6-v2 into its own layers 0 and 5, and all-mpnet-base-v2 (110M parameters; get it
+with ../shared/models/get-mpnet.sh DIR and set DISTILLERY_MPNET_DIR=DIR) into
+paraphrase-MiniLM-L3-v2, another tokenizer. The arms:
 
 - `no_distill`: the student's pretrained weights, labels only (the usual baseline);
 - `init_only`: the student's exact starting weights when distilled (the teacher's own layers),
@@ -17,12 +20,18 @@ is scored once on 1,000 test rows. Per seed, a paired exact McNemar test compare
 teacher and student, float and int8, whole predict calls (tokenizing included), so the speed-up
 is what a user of the predict endpoint sees.
 
-The run is resumable: each finished (pair, seed) is written to bench/results/quality.json at
-once and skipped when the run starts again with the same setup; the teacher and its outputs are
-kept in --work-dir. The last run took about 25 minutes a seed on 2 cores shared with a test
-suite (its arms' chosen runs alone: 12 to 13 minutes, and the grid doubles that).
+Where the student does not start from the teacher's weights, init-only and no-distill are the
+same run (the same start, labels and seed) and it is trained once.
 
-    python bench/quality.py [--seeds 0 1 2] [--pairs L6-to-2-layers] [--work-dir DIR] [--fresh]
+The run is resumable: each finished (pair, seed) is written to bench/results/quality.json at
+once and skipped when the run starts again with the same setup (fingerprinted per pair, so a new
+pair leaves the others' results alone); the teacher and its outputs are kept in --work-dir. The
+MiniLM pair took about 25 minutes a seed on 2 cores shared with a test suite. The MPNet teacher
+alone is slow there: its fine-tuning ran at about 50 steps (batch 32) in 40 minutes beside other
+work, so that pair wants a bigger machine or a GPU.
+
+    python bench/quality.py [--seeds 0 1 2] [--pairs NAME ...] [--work-dir DIR] [--fresh]
+    python bench/quality.py --speed-only    # measure speed again, nothing else
 """
 
 from __future__ import annotations
@@ -47,7 +56,9 @@ import torch
 
 from bench.common import (
     LABELS,
+    MINILM_L3_NAME,
     MINILM_L6,
+    MPNET,
     RESULTS,
     TEXT_COLUMNS,
     Stopwatch,
@@ -102,6 +113,9 @@ class Pair:
     from_teacher: bool
     description: str
     distiller: dict[str, Any] = field(default_factory=dict)
+    teacher_hyperparameters: dict[str, Any] = field(
+        default_factory=lambda: dict(TEACHER_HYPERPARAMETERS)
+    )
 
 
 PAIRS: dict[str, Pair] = {
@@ -112,6 +126,20 @@ PAIRS: dict[str, Pair] = {
         from_teacher=True,
         description="all-MiniLM-L6-v2 teacher -> its layers 0 and 5 (2 of 6)",
     ),
+    # The seed's way: a 12-layer, 768-wide teacher into a small pretrained model with another
+    # tokenizer. The student does not start from the teacher, so init-only is no-distill.
+    "MPNet-to-MiniLM-L3": Pair(
+        teacher_checkpoint=MPNET,
+        student_checkpoint=MINILM_L3_NAME,
+        layers=None,
+        from_teacher=False,
+        description="all-mpnet-base-v2 teacher (12 layers, 110M) -> paraphrase-MiniLM-L3-v2",
+        teacher_hyperparameters={
+            "optimization.max_epochs": 2,
+            "optimization.learning_rate": 5e-5,
+            "env.batch_size": 32,
+        },
+    ),
 }
 
 
@@ -119,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--speed-only", action="store_true", help="(re)measure speed, nothing else")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/distillery-bench")
     parser.add_argument("--fresh", action="store_true", help="ignore results already written")
     args = parser.parse_args()
@@ -128,18 +157,18 @@ def main() -> None:
         "tuning_rows": 200,
         "test_rows": 1000,
         "unlabeled_rows": UNLABELED_ROWS,
-        "teacher_hyperparameters": TEACHER_HYPERPARAMETERS,
         "learning_rate_grid": LEARNING_RATES,
         "labelled_epochs": LABELLED_EPOCHS,
         "epochs": EPOCHS,
         "distiller": DISTILLER,
         "pair_copies": AUTO_PAIR_COPIES,
-        "pairs": {name: PAIRS[name].__dict__ for name in args.pairs},
     }
-    fingerprint = hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
-    report = {} if args.fresh else earlier_results(fingerprint)
+    # Each pair's results hold while the shared setup and the pair itself stay the same, so a
+    # new pair runs without redoing the others.
+    fingerprints = {name: fingerprint_of(setup, pair) for name, pair in PAIRS.items()}
+    report = {} if args.fresh else earlier_results(fingerprints)
     splits = qnli_splits()
-    work = args.work_dir / fingerprint
+    work = args.work_dir
     cache = TeacherCache(work / "teacher-cache")
     transfer_rows = pd.concat(
         [splits["teacher_train"][TEXT_COLUMNS], unlabeled_rows(UNLABELED_ROWS)[TEXT_COLUMNS]],
@@ -152,7 +181,11 @@ def main() -> None:
         path = write_results(
             "quality",
             {
-                "setup": {**setup, "fingerprint": fingerprint, "threads": torch.get_num_threads()},
+                "setup": {
+                    **setup,
+                    "pairs": {name: PAIRS[name].__dict__ for name in report},
+                    "threads": torch.get_num_threads(),
+                },
                 "pairs": report,
                 "targets": {
                     "min_speedup": 3.0,
@@ -168,35 +201,46 @@ def main() -> None:
     for name in args.pairs:
         pair = PAIRS[name]
         entry = report.setdefault(name, {"description": pair.description, "seeds": {}})
-        teacher_folder = ensure_teacher(pair, splits, work / f"teacher-{name}")
+        entry["fingerprint"] = fingerprints[name]
+        pair_work = work / f"{name}-{fingerprints[name]}"
+        teacher_folder = ensure_teacher(pair, splits, pair_work / "teacher")
+        if args.speed_only:
+            entry.pop("speed", None)
         teacher = Predictor(teacher_folder)
         entry["teacher"] = {"test_accuracy": accuracy(teacher, splits["test"])[0]}
-        for seed in args.seeds:
+        for seed in [] if args.speed_only else args.seeds:
             if str(seed) in entry["seeds"]:
                 print(f"{name} seed {seed}: already measured, skipped", flush=True)
                 continue
             entry["seeds"][str(seed)] = run_seed(
-                pair, seed, splits, teacher, teacher_folder, transfer_rows, cache, work / name
+                pair, seed, splits, teacher, teacher_folder, transfer_rows, cache, pair_work
             )
             entry.update(aggregate(entry))
             publish()
         if "speed" not in entry:
-            student_folder = work / name / f"seed-{args.seeds[0]}-distilled_transfer"
+            student_folder = pair_work / f"seed-{args.seeds[0]}-distilled_transfer"
             entry["speed"] = measure_speed(teacher_folder, student_folder, splits["test"])
             entry.update(aggregate(entry))
             publish()
     publish()
 
 
-def earlier_results(fingerprint: str) -> dict[str, Any]:
-    """Pairs and seeds already measured with this exact setup (the run resumes after them)."""
+def fingerprint_of(setup: dict[str, Any], pair: Pair) -> str:
+    text = json.dumps({**setup, "pair": pair.__dict__}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def earlier_results(fingerprints: dict[str, str]) -> dict[str, Any]:
+    """Pairs already measured with this exact setup (the run resumes after their seeds)."""
     path = RESULTS / "quality.json"
     if not path.is_file():
         return {}
-    earlier = json.loads(path.read_text())
-    if earlier.get("setup", {}).get("fingerprint") != fingerprint:
-        return {}
-    return dict(earlier.get("pairs", {}))
+    earlier = json.loads(path.read_text()).get("pairs", {})
+    return {
+        name: entry
+        for name, entry in earlier.items()
+        if entry.get("fingerprint") == fingerprints.get(name)
+    }
 
 
 def ensure_teacher(pair: Pair, splits: dict[str, pd.DataFrame], folder: Path) -> Path:
@@ -206,7 +250,7 @@ def ensure_teacher(pair: Pair, splits: dict[str, pd.DataFrame], folder: Path) ->
     data = TrainingData(splits["teacher_train"], None, TEXT_COLUMNS, "label", "binary", LABELS)
     with Stopwatch() as watch:
         result = train(
-            parse_hyperparameters(TEACHER_HYPERPARAMETERS),
+            parse_hyperparameters(pair.teacher_hyperparameters),
             data,
             backbone_path(pair.teacher_checkpoint),
         )
@@ -231,6 +275,12 @@ def run_seed(
     row: dict[str, Any] = {}
     correct: dict[str, np.ndarray] = {}
     for arm in ARMS:
+        if arm == "init_only" and not pair.from_teacher:
+            # The same starting weights, labels and seed as no-distill: the same run.
+            row[arm], correct[arm] = {**row["no_distill"], "same_as": "no_distill"}, correct[
+                "no_distill"
+            ]
+            continue
         distill = arm.startswith("distilled")
         runs = []
         for learning_rate in LEARNING_RATES:
@@ -259,7 +309,7 @@ def run_seed(
                     pretrained if arm == "no_distill" else start_from,
                     teacher=teacher if distill else None,
                     teacher_cache=cache,
-                    teacher_fingerprint=f"bench-teacher-{teacher_folder.name}",
+                    teacher_fingerprint=f"bench-teacher-{folder.name}",
                 )
             runs.append((result, learning_rate, watch.seconds))
         result, learning_rate, seconds = max(
