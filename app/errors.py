@@ -7,6 +7,7 @@ document describes error bodies as exactly as it describes successes.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -152,9 +153,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 "the request body could not be parsed; send multipart/form-data with a 'file' "
                 "part for uploads, or a JSON object with content-type application/json"
             )
-        return problem_response(
-            request, exc.status_code, title, detail, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and (methods := allowed_methods(request)) is not None:
+            # Starlette's Allow names only the methods of the one route that matched the path;
+            # the resource is the path, so name every method any route serves on it.
+            headers = {**(headers or {}), "Allow": ", ".join(methods)}
+        return problem_response(request, exc.status_code, title, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -166,6 +170,23 @@ def install_error_handlers(app: FastAPI) -> None:
             "Internal Server Error",
             "the server failed on this request; it has been logged",
         )
+
+
+def allowed_methods(request: Request) -> list[str] | None:
+    """Every method the app serves on this request's path, read from its OpenAPI document (the
+    routes of all routers, as one resource); None for a path the document does not have."""
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods = [m.upper() for m in operations if m.upper() in HTTP_METHODS]
+            if "GET" in methods:
+                methods.append("HEAD")
+            return sorted(methods, key=HTTP_METHODS.index)
+    return None
+
+
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
 
 def _field_name(error: Any) -> str:
@@ -181,9 +202,24 @@ def _field_name(error: Any) -> str:
     return ".".join(location) or "body"
 
 
+# What a value that misses a field's `pattern` gets told instead of the regular expression.
+PATTERN_HINTS = {
+    "cursor": "cursor is not one this API returned; use next_cursor from the last page",
+    "delimiter": "delimiter must be one character other than a quote or line break; "
+    "e.g. delimiter=; or delimiter=|",
+    "path": "path must be an absolute path on the server",
+    "text_columns": "name at least one input column, e.g. question,sentence",
+}
+
+
 def _fix_hint(error: Any) -> str:
     message = str(error.get("msg", "invalid value"))
     kind = error.get("type", "")
+    if kind == "string_pattern_mismatch":
+        location = error.get("loc", ())
+        hint = PATTERN_HINTS.get(str(location[-1])) if location else None
+        if hint is not None:
+            return hint
     if kind == "missing":
         return "required; send it"
     if kind == "extra_forbidden":

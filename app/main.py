@@ -12,6 +12,7 @@ import distillery
 from app.deps import current_caller
 from app.errors import document_problems, install_error_handlers, problem_responses
 from app.logging_setup import RequestIdMiddleware
+from app.openapi import document_contract
 from app.prometheus import install_metrics
 from app.routes import datasets, health, jobs, models
 from app.serving import make_predictor_cache, serving_lifespan
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(
             router, dependencies=[Depends(current_caller)], responses=problem_responses(401, 500)
         )
-    install_openapi(app)
+    install_openapi(app, auth_enabled=settings.auth_enabled)
     log.info(
         "database %s, broker %s, artifacts %s",
         engine.url.get_backend_name(),
@@ -73,12 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def install_openapi(app: FastAPI) -> None:
-    """OpenAPI with the Problem schema that every error response refers to."""
+def install_openapi(app: FastAPI, *, auth_enabled: bool) -> None:
+    """OpenAPI with the Problem schema that every error response refers to, the security this
+    server's auth mode really applies, and links from each create to its reads and uses."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(
+            document = document_problems(
                 get_openapi(
                     title=app.title,
                     version=app.version,
@@ -86,6 +88,7 @@ def install_openapi(app: FastAPI) -> None:
                     routes=app.routes,
                 )
             )
+            app.openapi_schema = document_contract(document, auth_enabled=auth_enabled)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

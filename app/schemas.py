@@ -8,7 +8,11 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.cursors import CURSOR_PATTERN
+
 MAX_PREDICT_ROWS = 1024
+# One character, not a double quote or a line break (what the table reader accepts).
+DELIMITER_PATTERN = r'^[^\r\n"]$'
 ItemT = TypeVar("ItemT")
 
 
@@ -16,7 +20,9 @@ class Page(BaseModel, Generic[ItemT]):
     """One page of a listing, newest first."""
 
     data: list[ItemT]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null at end")
+    next_cursor: str | None = Field(
+        description="Pass as cursor for the next page; null at end", pattern=CURSOR_PATTERN
+    )
 
 
 DATASET_EXAMPLE: dict[str, Any] = {
@@ -104,6 +110,8 @@ class DatasetFromPath(BaseModel):
     path: str = Field(
         min_length=1,
         max_length=4096,
+        # Absolute, with no NUL byte: what the server can look up at all.
+        pattern=r"^/[^\u0000]*$",
         description="A file on the server, under one of DISTILLERY_ALLOWED_DATA_ROOTS",
     )
     name: str | None = Field(default=None, max_length=255)
@@ -116,8 +124,7 @@ class DatasetFromPath(BaseModel):
     )
     delimiter: str | None = Field(
         default=None,
-        min_length=1,
-        max_length=1,
+        pattern=DELIMITER_PATTERN,
         description="CSV delimiter (default: detected among , ; tab |)",
     )
 

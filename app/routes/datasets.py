@@ -4,6 +4,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from app.cursors import CursorQuery, from_domain, to_domain
 from app.deps import CallerDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json, fingerprint_upload
@@ -57,7 +58,10 @@ async def create_dataset(
         default=None, description="Text encoding, e.g. latin-1 (default: UTF-8)"
     ),
     delimiter: str | None = Form(
-        default=None, description="CSV delimiter (default: detected among , ; tab |)"
+        default=None,
+        # An empty form part is the default, as if left out.
+        pattern=r'^[^\r\n"]?$',
+        description="CSV delimiter (default: detected among , ; tab |)",
     ),
 ) -> DatasetDetail | JSONResponse:
     """Upload a table. The type is checked by content, not only by name; the text and label
@@ -143,11 +147,13 @@ def read_datasets(
     session: SessionDep,
     caller: CallerDep,
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    cursor: str | None = CursorQuery,
 ) -> DatasetPage:
     """Your datasets (every owner's for an admin key), newest first."""
-    datasets, next_cursor = list_datasets(session, caller, limit, cursor)
-    return DatasetPage(data=[dataset_out(d) for d in datasets], next_cursor=next_cursor)
+    datasets, next_cursor = list_datasets(session, caller, limit, to_domain(cursor))
+    return DatasetPage(
+        data=[dataset_out(d) for d in datasets], next_cursor=from_domain(next_cursor)
+    )
 
 
 @router.get(

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from app.cursors import CursorQuery, from_domain, to_domain
 from app.deps import CallerDep, CeleryDep, IdempotencyDep, SessionDep, SettingsDep, StoreDep
 from app.errors import problem_responses
 from app.idempotency import fingerprint_json
@@ -116,11 +117,11 @@ def read_jobs(
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     kind: Literal["finetune", "distill"] | None = None,
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    cursor: str | None = CursorQuery,
 ) -> JobPage:
     """Jobs, newest first."""
-    jobs, next_cursor = list_jobs(session, status, kind, limit, cursor, caller)
-    return JobPage(data=[job_out(job) for job in jobs], next_cursor=next_cursor)
+    jobs, next_cursor = list_jobs(session, status, kind, limit, to_domain(cursor), caller)
+    return JobPage(data=[job_out(job) for job in jobs], next_cursor=from_domain(next_cursor))
 
 
 @router.get(

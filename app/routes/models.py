@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
+from app.cursors import CursorQuery, from_domain, to_domain
 from app.deps import CallerDep, IdempotencyDep, PredictorsDep, SessionDep, SettingsDep, StoreDep
 from app.errors import Problem, problem_responses
 from app.idempotency import fingerprint_upload
@@ -74,7 +75,11 @@ async def create_model(
     caller: CallerDep,
     idempotency: IdempotencyDep,
     file: UploadFile = File(description="Hugging Face checkpoint folder as .zip or .tar.gz"),
-    text_columns: str = Form(description="Comma-separated input columns, e.g. question,sentence"),
+    text_columns: str = Form(
+        description="Comma-separated input columns, e.g. question,sentence",
+        # At least one name: a character that is not a separator, quote or bracket.
+        pattern=r"[^\s,\[\]'\"]",
+    ),
     name: str | None = Form(default=None),
     labels: str | None = Form(
         default=None,
@@ -116,11 +121,11 @@ def read_models(
     session: SessionDep,
     caller: CallerDep,
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    cursor: str | None = CursorQuery,
 ) -> ModelPage:
     """Your models (every owner's for an admin key), newest first: uploads and job results."""
-    models, next_cursor = list_models(session, caller, limit, cursor)
-    return ModelPage(data=[model_out(m) for m in models], next_cursor=next_cursor)
+    models, next_cursor = list_models(session, caller, limit, to_domain(cursor))
+    return ModelPage(data=[model_out(m) for m in models], next_cursor=from_domain(next_cursor))
 
 
 @router.get(
