@@ -9,6 +9,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.cursors import CURSOR_PATTERN
+from distillery.hyperparams import KNOWN_KEYS
 
 MAX_PREDICT_ROWS = 1024
 # One character, not a double quote or a line break (what the table reader accepts).
@@ -227,7 +228,10 @@ class JobCreate(BaseModel):
         default=None, description="Text columns; default: the training dataset's"
     )
     hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="AutoMM-style dotted keys, e.g. optimization.max_epochs"
+        default_factory=dict,
+        description="AutoMM-style dotted keys, e.g. optimization.max_epochs (README: the table)",
+        # The keys the server knows; any other is a 422 naming it.
+        json_schema_extra={"propertyNames": {"enum": list(KNOWN_KEYS)}},
     )
     accelerator: Literal["any", "gpu", "cpu"] = Field(
         default="any", description="gpu: run only on a GPU worker; cpu: only on a CPU worker"
@@ -357,7 +361,11 @@ class VariantCreate(BaseModel):
         json_schema_extra={"examples": [{"kind": "int8", "make_default": True}]},
     )
 
-    kind: Literal["int8"] = Field(description="int8: dynamic int8 quantization of linear layers")
+    kind: Literal["int8", "onnx", "onnx-int8"] = Field(
+        description="int8: PyTorch dynamic int8 quantization of the linear layers; onnx: the "
+        "model exported to ONNX and run by ONNX Runtime; onnx-int8: that graph quantized to int8 "
+        "by ONNX Runtime. All run on CPU."
+    )
     dataset: str | None = Field(
         default=None,
         description="Labelled dataset to compare variant and float on "

@@ -283,8 +283,9 @@ def create_variant(
     predictors: PredictorsDep,
     caller: CallerDep,
 ) -> VariantOut:
-    """Make a CPU serving variant (int8: dynamic quantization of the linear layers), scored
-    against the float model on a labelled dataset (default: the model's tuning data, up to
+    """Make a CPU serving variant (int8: dynamic quantization of the linear layers; onnx and
+    onnx-int8: the ONNX export run by ONNX Runtime, fp32 or quantized), scored against the
+    float model on a labelled dataset (default: the model's tuning data, up to
     DISTILLERY_VARIANT_EVAL_MAX_ROWS rows). Making it again replaces the comparison."""
     model = get_model(session, model_id, caller=caller)
     named = None

@@ -1,4 +1,5 @@
-"""A distill job run by a real Celery worker leaves its student with a scored int8 variant."""
+"""A distill job run by a real Celery worker leaves its student with a scored int8 variant; an
+ONNX Runtime variant is made on request and serves what the float model does."""
 
 from __future__ import annotations
 
@@ -67,3 +68,19 @@ def test_distill_job_makes_an_int8_variant(
         )
         assert served.status_code == 200, served.text
         assert len(served.json()["predictions"]) == 4
+
+        # ONNX Runtime: made on request like int8, and it answers as the float model does.
+        float_probabilities = client.post(
+            f"/v1/models/{student_id}/predict_proba", json={"rows": rows}
+        ).json()["probabilities"]
+        made = client.post(f"/v1/models/{student_id}/variants", json={"kind": "onnx"})
+        assert made.status_code in (200, 201), made.text
+        assert made.json()["comparison"]["agreement"] == 1.0
+        onnx = client.post(
+            f"/v1/models/{student_id}/predict_proba",
+            params={"variant": "onnx"},
+            json={"rows": rows},
+        )
+        assert onnx.status_code == 200, onnx.text
+        for ours, theirs in zip(onnx.json()["probabilities"], float_probabilities, strict=True):
+            assert ours == pytest.approx(theirs, abs=1e-4)
