@@ -117,3 +117,37 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self.logger.setLevel(self.level)
+
+
+def write_onnx_package(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    check_rows: list[EncodedRow],
+    pad_token_id: int,
+    folder: Path,
+) -> dict[str, Any]:
+    """Write `folder/model.onnx` (fp32), `folder/model-int8.onnx` and the tokenizer, and check
+    both graphs against torch on `check_rows`: the fp32 graph's largest difference in logits
+    and the int8 graph's argmax agreement. Returns that check (the caller records it)."""
+    from distillery.inference import compute_outputs
+
+    fp32 = export_onnx(model, check_rows[:2], pad_token_id, folder / FP32_GRAPH)
+    int8 = quantize_onnx_int8(fp32, folder / INT8_GRAPH)
+    tokenizer.save_pretrained(folder)
+    expected = compute_outputs(model, check_rows, batch_size=32, pad_token_id=pad_token_id)
+    outputs = {
+        name: compute_outputs(
+            OnnxClassifier(graph), check_rows, batch_size=32, pad_token_id=pad_token_id
+        )
+        for name, graph in (("fp32", fp32), ("int8", int8))
+    }
+    return {
+        "rows": len(check_rows),
+        "fp32_max_abs_difference": float(np.abs(outputs["fp32"] - expected).max()),
+        "int8_max_abs_difference": float(np.abs(outputs["int8"] - expected).max()),
+        # For a classifier; a regression model's single output always "agrees".
+        "int8_argmax_agreement": float(
+            (outputs["int8"].argmax(axis=1) == expected.argmax(axis=1)).mean()
+        ),
+        "files": [FP32_GRAPH, INT8_GRAPH],
+    }

@@ -7,6 +7,7 @@ checked by the checks every bundle passes, trained ones too (distillery/bundle_c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tarfile
@@ -19,13 +20,16 @@ from sqlalchemy.orm import Session
 from transformers import AutoConfig
 
 from distillery.backbones import Backbone, BackboneError, resolve_checkpoint
-from distillery.bundle import BundleMetadata, save_bundle, size_on_disk
+from distillery.bundle import METADATA_FILE, BundleMetadata, save_bundle, size_on_disk
 from distillery.bundle_checks import (
     CheckpointError,
     bundle_from_checkpoint,
     check_bundle,
     checkpoint_root,
 )
+from distillery.onnx import write_onnx_package
+from distillery.predictor import Predictor
+from distillery.variants import example_rows, pad_id
 from domain.archives import extract_archive
 from domain.auth import Caller
 from domain.datasets import clean_name
@@ -194,6 +198,36 @@ def bundle_archive(store: ArtifactStore, model: Model) -> Path:
     os.close(handle)
     with tarfile.open(name, "w:gz") as archive:
         archive.add(store.local_folder(model.storage_key), arcname=model.id)
+    return Path(name)
+
+
+def onnx_archive(session: Session, store: ArtifactStore, model: Model, max_rows: int) -> Path:
+    """The model as ONNX (fp32 and int8 graphs, tokenizer, distillery.json and onnx-check.json)
+    in a temporary .tar.gz the caller removes. Both graphs are checked against torch on the
+    tuning rows of the job that made the model (else on two example rows); the check is also
+    recorded in the model's metrics."""
+    predictor = Predictor(store.local_folder(model.storage_key), device="cpu")
+    job = session.get(Job, model.job_id) if model.job_id else None
+    tuning = job.tuning_dataset if job is not None else None
+    if tuning is not None and tuning.deleted_at is None:
+        rows = predictor.encode(store.read_table(tuning.storage_key).head(max_rows))
+        checked_on = f"tuning dataset {tuning.id}"
+    else:
+        rows, checked_on = example_rows(predictor), "two example rows"
+    handle, name = tempfile.mkstemp(prefix=".onnx-", suffix=".tar.gz", dir=store.scratch_dir())
+    os.close(handle)
+    with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
+        folder = Path(scratch) / model.id
+        check = write_onnx_package(
+            predictor.model, predictor.tokenizer, rows, pad_id(predictor), folder
+        )
+        check["checked_on"] = checked_on
+        shutil.copy(predictor.folder / METADATA_FILE, folder / METADATA_FILE)
+        (folder / "onnx-check.json").write_text(json.dumps(check, indent=2))
+        with tarfile.open(name, "w:gz") as archive:
+            archive.add(folder, arcname=model.id)
+    model.metrics = {**model.metrics, "onnx": check}
+    session.commit()
     return Path(name)
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -36,6 +36,7 @@ from domain.models import (
     delete_model,
     get_model,
     list_models,
+    onnx_archive,
     register_upload,
 )
 from domain.orm import Model, ModelVariant
@@ -147,22 +148,38 @@ def read_model(model_id: str, session: SessionDep, caller: CallerDep) -> ModelOu
     responses={
         200: {
             "description": "The bundle folder as .tar.gz: a Hugging Face checkpoint (config, "
-            "safetensors, tokenizer) plus distillery.json",
+            "safetensors, tokenizer) plus distillery.json; or, with format=onnx, the ONNX "
+            "graphs with the tokenizer",
             "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
         },
         **problem_responses(404),
     },
 )
 def download_model(
-    model_id: str, session: SessionDep, store: StoreDep, caller: CallerDep
+    model_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    format: Literal["bundle", "onnx"] = Query(
+        default="bundle",
+        description="bundle: the Hugging Face folder plus distillery.json; onnx: model.onnx "
+        "(fp32) and model-int8.onnx (ONNX Runtime's int8) with the tokenizer and "
+        "distillery.json, both graphs checked against torch (onnx-check.json)",
+    ),
 ) -> FileResponse:
-    """Download the model's bundle; `transformers` loads the unpacked folder as it is."""
+    """Download the model's bundle; `transformers` loads the unpacked folder as it is. With
+    `format=onnx`, the model exported for ONNX Runtime (takes seconds: it is exported now)."""
     model = get_model(session, model_id, caller=caller)
-    archive = bundle_archive(store, model)
+    if format == "onnx":
+        archive = onnx_archive(session, store, model, settings.variant_eval_max_rows)
+    else:
+        archive = bundle_archive(store, model)
+    suffix = "-onnx" if format == "onnx" else ""
     return FileResponse(
         archive,
         media_type="application/gzip",
-        filename=f"{model.id}.tar.gz",
+        filename=f"{model.id}{suffix}.tar.gz",
         background=BackgroundTask(os.unlink, archive),
     )
 

@@ -3,10 +3,16 @@ ONNX Runtime variant is made on request and serves what the float model does."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 from fastapi.testclient import TestClient
+from transformers import AutoTokenizer
 
 from app.main import create_app
 from domain.config import Settings
@@ -21,6 +27,7 @@ def test_distill_job_makes_an_int8_variant(
     qnli_tables: dict,
     tiny_teacher_dir: Path,
     tiny_student_dir: Path,
+    tmp_path: Path,
 ) -> None:
     start_worker(sqlite_settings)
     with TestClient(create_app(sqlite_settings)) as client:
@@ -84,3 +91,31 @@ def test_distill_job_makes_an_int8_variant(
         assert onnx.status_code == 200, onnx.text
         for ours, theirs in zip(onnx.json()["probabilities"], float_probabilities, strict=True):
             assert ours == pytest.approx(theirs, abs=1e-4)
+
+        # ONNX out: the graphs and tokenizer, runnable with onnxruntime and no Distillery.
+        download = client.get(f"/v1/models/{student_id}/download", params={"format": "onnx"})
+        assert download.status_code == 200, download.text
+        with tarfile.open(fileobj=io.BytesIO(download.content)) as archive:
+            archive.extractall(tmp_path, filter="data")
+        folder = tmp_path / student_id
+        for name in ("model.onnx", "model-int8.onnx", "distillery.json", "tokenizer.json"):
+            assert (folder / name).is_file(), name
+        check = json.loads((folder / "onnx-check.json").read_text())
+        assert check["rows"] == tuning["row_count"] and check["fp32_max_abs_difference"] <= 1e-4
+        # A tiny random-ish model has near ties; a real student's agreement is what the note
+        # and bench/serve.py report.
+        assert check["int8_argmax_agreement"] >= 0.95
+        recorded = client.get(f"/v1/models/{student_id}").json()["metrics"]["onnx"]
+        assert recorded["fp32_max_abs_difference"] == check["fp32_max_abs_difference"]
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+        encoded = tokenizer(
+            [r["question"] for r in rows], [r["sentence"] for r in rows],
+            padding=True, truncation=True, max_length=64, return_tensors="np",
+        )
+        feeds = {i.name: encoded[i.name].astype(np.int64) for i in session.get_inputs()}
+        (logits,) = session.run(["logits"], feeds)
+        labels = json.loads((folder / "distillery.json").read_text())["labels"]
+        exported = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        for ours, theirs in zip(exported, float_probabilities, strict=True):
+            assert list(ours) == pytest.approx([theirs[label] for label in labels], abs=1e-4)
