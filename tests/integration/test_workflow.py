@@ -93,7 +93,10 @@ def run_workflow(
         assert report["student"]["cpu_latency"]["batched_ms_per_row"] > 0
         assert "ece" in report["teacher"]
         assert [b["job"] for b in report["baselines"]] == [nodistill_job["id"]]
-        assert report["baselines"][0]["distillation_ratio"] is not None
+        # The ratio is None where teacher and control score alike (tiny models may); the points
+        # gained are always there.
+        control = report["baselines"][0]
+        assert "distillation_ratio" in control and control["gain_points"] is not None
 
         # A transfer set (an unlabelled dataset and the teacher's own training rows), and a
         # student cut from the teacher's own layers.

@@ -297,7 +297,7 @@ class TestTeacherCache:
         assert self.outputs(teacher, frame, cache, teacher_fingerprint="teacher-b").source == (
             "computed"
         )
-        teacher.metadata.max_text_len = 8
+        teacher.max_text_len = 8  # the length the predictor encodes with
         assert self.outputs(teacher, frame, cache).source == "computed"
 
     def test_features_and_corrupt_entries(self, bert_teacher: Path, tmp_path: Path) -> None:
