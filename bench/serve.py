@@ -8,6 +8,9 @@ on the tuning rows), and an async httpx load generator sends the 1,000 QNLI test
 per request (as an online service sees them). The same process, with the servers idle, measures
 the raw in-process throughput of the same models on the same rows: the limit.
 
+Raw, the student also runs in ONNX Runtime: its fp32 export and ORT's int8 quantization of it
+(the onnx and onnx-int8 variants).
+
 Two servers run side by side: micro-batching on (defaults) and off (max batch rows 1). Each
 round measures raw student float/int8/teacher, then HTTP at concurrency 32 for student float
 (batching on and off), student int8 and teacher; round 0 adds student float at concurrency 1
@@ -311,6 +314,11 @@ def main() -> None:
     student = Predictor(models["student"], batch_size=BATCH_ROWS)
     student_int8 = Predictor(models["student"], batch_size=BATCH_ROWS)
     apply_variant(student_int8, "int8")
+    # ONNX Runtime, raw: the same student exported (fp32) and quantized by ORT (int8).
+    student_onnx = Predictor(models["student"], batch_size=BATCH_ROWS)
+    apply_variant(student_onnx, "onnx")
+    student_onnx_int8 = Predictor(models["student"], batch_size=BATCH_ROWS)
+    apply_variant(student_onnx_int8, "onnx-int8")
     teacher = Predictor(models["teacher"], batch_size=BATCH_ROWS)
     default_threads = torch.get_num_threads()
     threads_probe, _ = raw_throughput(student, test)
@@ -354,6 +362,8 @@ def main() -> None:
             for name, predictor in [
                 ("student_float", student),
                 ("student_int8", student_int8),
+                ("student_onnx", student_onnx),
+                ("student_onnx_int8", student_onnx_int8),
                 ("teacher_float", teacher),
             ]:
                 figures, outputs[name] = raw_throughput(predictor, test)
@@ -423,6 +433,8 @@ def main() -> None:
             http("student float, batching"), http("teacher float, batching")
         ),
         "raw_int8_over_float": per_round(raw("student_int8"), raw("student_float")),
+        "raw_onnx_over_float": per_round(raw("student_onnx"), raw("student_float")),
+        "raw_onnx_int8_over_float": per_round(raw("student_onnx_int8"), raw("student_float")),
         "raw_student_over_teacher": per_round(raw("student_float"), raw("teacher_float")),
     }
     raw_accuracy = {run["model"]: run["accuracy"] for run in raw_runs}
@@ -433,6 +445,11 @@ def main() -> None:
         "int8_speedup": statistics.median(ratios["int8_speedup"]),
         "int8_accuracy_drop_points": drop_points,
         "student_over_teacher": statistics.median(ratios["student_over_teacher"]),
+        "onnx_speedup": statistics.median(ratios["raw_onnx_over_float"]),
+        "onnx_int8_speedup": statistics.median(ratios["raw_onnx_int8_over_float"]),
+        "onnx_int8_accuracy_drop_points": round(
+            100 * (raw_accuracy["student_float"] - raw_accuracy["student_onnx_int8"]), 2
+        ),
     }
     met = {
         "http_over_raw_c32": summary["http_over_raw_c32"] >= 0.8,
@@ -440,6 +457,8 @@ def main() -> None:
         "int8_speedup": summary["int8_speedup"] >= 1.5,
         "int8_accuracy_drop_points": summary["int8_accuracy_drop_points"] <= 1,
         "student_over_teacher": summary["student_over_teacher"] >= 3,
+        "onnx_int8_speedup": summary["onnx_int8_speedup"] >= 2
+        and summary["onnx_int8_accuracy_drop_points"] <= 1,
     }
     print("per-round ratios:", ratios)
     print("summary (medians over rounds):", summary)
@@ -498,6 +517,8 @@ def main() -> None:
                 "int8_speedup": ">= 1.5 (HTTP c32 rows/s, int8 over float)",
                 "int8_accuracy_drop_points": "<= 1 (float minus int8 accuracy, test rows)",
                 "student_over_teacher": ">= 3 (HTTP c32 rows/s)",
+                "onnx_int8_speedup": ">= 2 (raw rows/s, ORT int8 over torch float) at <= 1 "
+                "point accuracy drop",
             },
             "met": met,
             "summary": summary,
