@@ -3,7 +3,9 @@
 The first request with a key records itself as in flight, runs, and stores its response; a retry
 with the same key and the same request gets that response again; the same key with another request
 is refused (422), and so is a retry while the first is still running (409). Only successes are
-stored: a request that failed leaves nothing behind, so its retry runs again.
+stored: a request that failed leaves nothing behind, so its retry runs again. A key whose
+dataset or model has since been deleted is free again: replaying its response would hand out an
+id that is gone (404), so the request runs anew.
 
 Records live in their own short transactions (not the route's session) so a concurrent retry sees
 the in-flight record at once.
@@ -25,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import Problem
-from domain.orm import IdempotencyRecord, utcnow
+from domain.orm import Dataset, IdempotencyRecord, Model, utcnow
 
 # After this a key may be used again for a new request.
 KEY_LIFETIME = timedelta(hours=24)
@@ -131,7 +133,8 @@ class Idempotency:
         now = utcnow()
         expired = record.created_at < now - KEY_LIFETIME
         abandoned = record.status == "in_flight" and record.created_at < now - IN_FLIGHT_TIMEOUT
-        if expired or abandoned:
+        gone = record.status == "done" and _created_resource_gone(session, record.response_body)
+        if expired or abandoned or gone:
             taken = session.execute(
                 update(IdempotencyRecord)
                 .where(
@@ -192,3 +195,16 @@ class Idempotency:
                 )
             )
             session.commit()
+
+
+def _created_resource_gone(session: Session, response_body: dict[str, Any] | None) -> bool:
+    """Whether the dataset or model a stored response created has been deleted since."""
+    created = str((response_body or {}).get("id"))
+    row: Dataset | Model | None
+    if created.startswith("ds_"):
+        row = session.get(Dataset, created)
+    elif created.startswith("mdl_"):
+        row = session.get(Model, created)
+    else:
+        return False
+    return row is None or row.deleted_at is not None

@@ -35,6 +35,14 @@ def test_dataset_retry_gets_the_first_response(client: TestClient) -> None:
     assert other_body.status_code == 422
     assert other_body.json()["field"] == "Idempotency-Key"
 
+    # Once the dataset it made is deleted, the key is free again: a retry must not hand out
+    # an id that is gone.
+    assert client.delete(f"/v1/datasets/{first.json()['id']}").status_code == 204
+    after_delete = client.post("/v1/datasets", files=csv_upload(), data={"name": "a"}, headers=key)
+    assert after_delete.status_code == 201 and "idempotent-replayed" not in after_delete.headers
+    assert after_delete.json()["id"] != first.json()["id"]
+    assert client.get(f"/v1/datasets/{after_delete.json()['id']}").status_code == 200
+
     # Keys are per endpoint: the same key on another route is a new request.
     path_route = client.post("/v1/datasets/from-path", json={"path": "/x"}, headers=key)
     assert path_route.status_code == 403
