@@ -120,7 +120,7 @@ def teacher_outputs_for(
         teacher.model,
         rows,
         batch_size=batch_size,
-        pad_token_id=teacher.tokenizer.pad_token_id or 0,
+        pad_token_id=teacher.pad_token_id,
         device=device,
     )
     outputs = TeacherOutputs(torch.from_numpy(logits), torch.from_numpy(features))
@@ -145,7 +145,7 @@ class DistillationObjective(nn.Module):
         self.config, self.problem_type = config, problem_type
         # Kept out of this module's parameters: the teacher is frozen and never checkpointed.
         self.teacher_model = [teacher.model]
-        self.teacher_pad_id = teacher.tokenizer.pad_token_id or 0
+        self.teacher_pad_id = teacher.pad_token_id
         self.teacher_rows = teacher_rows
         student_width, teacher_width = hidden_width(student), hidden_width(teacher.model)
         self.feature_adaptor = adaptor(student_width, teacher_width)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -105,18 +106,16 @@ class OnnxClassifier(torch.nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
-class _quiet:
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
     """Lower a chatty logger to errors for the duration of a block."""
-
-    def __init__(self, name: str) -> None:
-        self.logger = logging.getLogger(None if name == "root" else name)
-
-    def __enter__(self) -> None:
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.setLevel(self.level)
+    logger = logging.getLogger(None if name == "root" else name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_onnx_package(

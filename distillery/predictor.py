@@ -38,6 +38,10 @@ class Predictor:
         self.batch_size = batch_size
 
     @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+    @property
     def problem_type(self) -> str:
         return self.metadata.problem_type
 
@@ -57,10 +61,13 @@ class Predictor:
 
     def forward(self, rows: Sequence[EncodedRow]) -> np.ndarray:
         """Raw outputs (logits, or one value per row for regression) of encoded rows."""
-        pad_id = self.tokenizer.pad_token_id or 0
         # compute_outputs runs under inference_mode itself.
         return compute_outputs(
-            self.model, rows, batch_size=self.batch_size, pad_token_id=pad_id, device=self.device
+            self.model,
+            rows,
+            batch_size=self.batch_size,
+            pad_token_id=self.pad_token_id,
+            device=self.device,
         )
 
     def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:

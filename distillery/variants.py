@@ -68,9 +68,8 @@ def apply_variant(predictor: Predictor, kind: str) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="distillery-onnx-") as scratch:
         # ONNX Runtime reads the graph into memory: the files need not outlive the session.
-        graph = export_onnx(
-            predictor.model, example_rows(predictor), pad_id(predictor), Path(scratch) / FP32_GRAPH
-        )
+        graph = Path(scratch) / FP32_GRAPH
+        export_onnx(predictor.model, example_rows(predictor), predictor.pad_token_id, graph)
         if kind == ONNX_INT8:
             graph = quantize_onnx_int8(graph, Path(scratch) / INT8_GRAPH)
         predictor.model = OnnxClassifier(graph).eval()
@@ -81,9 +80,6 @@ def example_rows(predictor: Predictor) -> list[EncodedRow]:
     texts = {column: ["an example row", "another"] for column in predictor.metadata.text_columns}
     return predictor.encode(pd.DataFrame(texts))
 
-
-def pad_id(predictor: Predictor) -> int:
-    return predictor.tokenizer.pad_token_id or 0
 
 
 def module_memory_bytes(module: torch.nn.Module) -> int:

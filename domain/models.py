@@ -29,7 +29,7 @@ from distillery.bundle_checks import (
 )
 from distillery.onnx import write_onnx_package
 from distillery.predictor import Predictor
-from distillery.variants import example_rows, pad_id
+from distillery.variants import example_rows
 from domain.archives import extract_archive
 from domain.auth import Caller
 from domain.datasets import clean_name
@@ -219,7 +219,7 @@ def onnx_archive(session: Session, store: ArtifactStore, model: Model, max_rows:
     with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
         folder = Path(scratch) / model.id
         check = write_onnx_package(
-            predictor.model, predictor.tokenizer, rows, pad_id(predictor), folder
+            predictor.model, predictor.tokenizer, rows, predictor.pad_token_id, folder
         )
         check["checked_on"] = checked_on
         shutil.copy(predictor.folder / METADATA_FILE, folder / METADATA_FILE)
