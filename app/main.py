@@ -16,6 +16,7 @@ from app.openapi import document_contract
 from app.prometheus import install_metrics
 from app.routes import datasets, health, jobs, models
 from app.serving import make_predictor_cache, serving_lifespan
+from app.ui import install_console
 from app.uploads import FORM_OVERHEAD_BYTES, BodySizeLimit
 from domain.config import Settings, get_settings
 from domain.db import make_engine, make_session_factory
@@ -33,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Distillery",
         version=distillery.__version__,
-        description="Fine-tune and distill transformer text classifiers; serve the students.",
+        description="Fine-tune and distill transformer text classifiers; serve the students. "
+        "The web console is at [/ui](/ui).",
         lifespan=serving_lifespan,
     )
     engine = make_engine(settings.resolved_database_url())
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(
             router, dependencies=[Depends(current_caller)], responses=problem_responses(401, 500)
         )
+    # The web console (/ui, and / links to it): pages on the same domain services, no /v1 calls.
+    install_console(app)
     install_openapi(app, auth_enabled=settings.auth_enabled)
     log.info(
         "database %s, broker %s, artifacts %s",
