@@ -36,6 +36,12 @@ class BundleMetadata:
     architecture: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    # Empty for a Hugging Face sequence classifier; {"kind": "pooled", "pooling": "cls"|"mean",
+    # "file": ...} for a converted AutoMM predictor (distillery/automm.py).
+    head: dict[str, Any] = field(default_factory=dict)
+    # Empty: columns packed as a pair (encoding.encode_rows); {"packing": "columns",
+    # "segments": n}: AutoMM's per-column packing (encoding.encode_columns).
+    text_encoding: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @classmethod

@@ -69,8 +69,13 @@ def teacher_head_logits(teacher: nn.Module, features: torch.Tensor) -> torch.Ten
     """The teacher's classification head applied to [CLS] features of the teacher's width.
 
     BERT-style models pool first (dense + tanh on [CLS]) and classify with a Linear; RoBERTa-
-    and MPNet-style models have a head that takes the whole sequence and reads [CLS] itself.
+    and MPNet-style models have a head that takes the whole sequence and reads [CLS] itself; a
+    converted AutoMM predictor has its own head on pooled features (automm.PooledHeadClassifier;
+    with mean pooling the adapted [CLS] features stand in for the mean-pooled ones).
     """
+    head_logits = getattr(teacher, "head_logits", None)
+    if callable(head_logits):
+        return head_logits(features)
     classifier = teacher.classifier
     if isinstance(classifier, nn.Linear):
         pooler = getattr(teacher.base_model, "pooler", None)
@@ -115,7 +120,9 @@ def teacher_outputs_for(
         cached = cache.load(key, need_features)
         if cached is not None:
             return TeacherRun(cached, "cache", time.perf_counter() - started)
-    rows = encode_rows(teacher.tokenizer, frame, text_columns, max_len)
+    rows = encode_rows(
+        teacher.tokenizer, frame, text_columns, max_len, column_segments=teacher.column_segments
+    )
     logits, features = compute_outputs_and_features(
         teacher.model,
         rows,

@@ -32,9 +32,16 @@ def encode_rows(
     frame: pd.DataFrame,
     text_columns: Sequence[str],
     max_length: int,
+    *,
+    column_segments: int | None = None,
 ) -> list[EncodedRow]:
+    """Token ids of each row. By default the first column and the others (joined) are a pair,
+    cut by the tokenizer's longest-first truncation; with `column_segments` each column is
+    packed as AutoGluon AutoMM's hf_text does it (see `encode_columns`)."""
     if frame.empty:
         return []
+    if column_segments is not None:
+        return encode_columns(tokenizer, frame, text_columns, max_length, column_segments)
     texts, pairs = row_texts(frame, text_columns)
     encoded = tokenizer(
         texts,
@@ -45,6 +52,60 @@ def encode_rows(
     )
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
     return [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+
+
+def trimmed_lengths(lengths: Sequence[int], budget: int) -> list[int]:
+    """AutoMM's share of `budget` tokens between columns: each column keeps an equal part,
+    short columns keep all of theirs and leave the rest to the longer ones; the odd tokens go
+    to the first columns (TextProcessor.get_trimmed_lengths with do_merge=True)."""
+    if sum(lengths) <= budget:
+        return list(lengths)
+    kept = [0] * len(lengths)
+    while sum(kept) < budget:
+        remainder = budget - sum(kept)
+        open_columns = [i for i, length in enumerate(lengths) if length > kept[i]]
+        if remainder < len(open_columns):
+            for i in open_columns[:remainder]:
+                kept[i] += 1
+        else:
+            shortest = min(lengths[i] - kept[i] for i in open_columns)
+            step = min(shortest, remainder // len(open_columns))
+            for i in open_columns:
+                kept[i] += step
+    return kept
+
+
+def encode_columns(
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    text_columns: Sequence[str],
+    max_length: int,
+    segments: int,
+) -> list[EncodedRow]:
+    """AutoMM's hf_text packing: every column tokenized alone, trimmed by `trimmed_lengths`
+    to fit `max_length` with one [CLS] and a [SEP] after each column, and segment ids that
+    cycle over `segments` (AutoMM's TextProcessor.build_one_token_sequence)."""
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls_id is None or sep_id is None:
+        raise ValueError("per-column packing needs a tokenizer with [CLS] and [SEP] tokens")
+    columns = [
+        tokenizer(
+            frame[c].fillna("").astype(str).tolist(), add_special_tokens=False, truncation=False
+        )["input_ids"]
+        for c in text_columns
+    ]
+    with_types = "token_type_ids" in tokenizer.model_input_names
+    budget = max_length - (len(text_columns) + 1)
+    rows: list[EncodedRow] = []
+    for parts in zip(*columns, strict=True):
+        ids, types, segment = [cls_id], [0], 0
+        for part, keep in zip(parts, trimmed_lengths([len(p) for p in parts], budget), strict=True):
+            ids += [*part[:keep], sep_id]
+            types += [segment] * (keep + 1)
+            segment = (segment + 1) % segments
+        row = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+        rows.append({**row, "token_type_ids": types} if with_types else row)
+    return rows
 
 
 def collate(rows: Sequence[EncodedRow], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distillery.automm import load_pooled_classifier
 from distillery.backbones import load_classifier, usable_text_length
 from distillery.bundle import BundleMetadata, read_metadata
 from distillery.encoding import EncodedRow, encode_rows
@@ -24,14 +25,19 @@ class Predictor:
         self.folder = folder
         self.metadata: BundleMetadata = read_metadata(folder)
         id2label = dict(enumerate(self.metadata.labels)) if self.metadata.labels else None
-        backbone = load_classifier(
-            folder,
-            num_labels=max(1, len(self.metadata.labels)),
-            id2label=id2label,
-            problem_type=self.metadata.problem_type,
-        )
-        self.model = backbone.model.to(device).eval()
-        self.tokenizer = backbone.tokenizer
+        if self.metadata.head:  # a converted AutoMM predictor: its own pooled head
+            model, self.tokenizer = load_pooled_classifier(folder, self.metadata)
+        else:
+            backbone = load_classifier(
+                folder,
+                num_labels=max(1, len(self.metadata.labels)),
+                id2label=id2label,
+                problem_type=self.metadata.problem_type,
+            )
+            model, self.tokenizer = backbone.model, backbone.tokenizer
+        self.model = model.to(device).eval()
+        # None: columns packed as a pair; a number: AutoMM's per-column packing.
+        self.column_segments: int | None = self.metadata.text_encoding.get("segments")
         # Tokens kept per row: the bundle's max_text_len, within the model's positions.
         self.max_text_len = usable_text_length(self.model, self.metadata.max_text_len)
         self.device = device
@@ -57,7 +63,13 @@ class Predictor:
     def encode(self, frame: pd.DataFrame) -> list[EncodedRow]:
         """Token ids of each row, unpadded (tokenizing only: no forward pass)."""
         self.check_columns(frame)
-        return encode_rows(self.tokenizer, frame, self.metadata.text_columns, self.max_text_len)
+        return encode_rows(
+            self.tokenizer,
+            frame,
+            self.metadata.text_columns,
+            self.max_text_len,
+            column_segments=self.column_segments,
+        )
 
     def forward(self, rows: Sequence[EncodedRow]) -> np.ndarray:
         """Raw outputs (logits, or one value per row for regression) of encoded rows."""

@@ -353,7 +353,11 @@ def train(
         if online:
             all_rows = pd.concat([train_frame, unlabeled_frame], ignore_index=True)
             teacher_rows = encode_rows(
-                teacher.tokenizer, all_rows, data.text_columns, teacher.max_text_len
+                teacher.tokenizer,
+                all_rows,
+                data.text_columns,
+                teacher.max_text_len,
+                column_segments=teacher.column_segments,
             )
         else:
             train_outputs = outputs_for(train_frame)

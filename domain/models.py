@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from transformers import AutoConfig
 
+from distillery.automm import automm_root, bundle_from_automm
 from distillery.backbones import Backbone, BackboneError, resolve_checkpoint
 from distillery.bundle import METADATA_FILE, BundleMetadata, save_bundle, size_on_disk
 from distillery.bundle_checks import (
@@ -67,18 +68,23 @@ def register_upload(
     labels: list[str] | None,
     owner: str | None,
 ) -> Model:
-    """Unpack, validate (config, weights, tokenizer, label map) and register a checkpoint."""
+    """Unpack, validate (config, weights, tokenizer, label map) and register a checkpoint: a
+    Hugging Face folder, or an AutoGluon AutoMM predictor folder (converted to a bundle)."""
     _check_text_columns(text_columns)
     filename = clean_name(Path(filename).name, "checkpoint")
     with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
         unpacked = Path(scratch) / "unpacked"
         unpacked.mkdir()
         extract_archive(content, filename, unpacked)
+        lineage = {"source": "upload", "filename": filename}
         try:
-            root = checkpoint_root(unpacked)
-            metadata = bundle_from_checkpoint(
-                root, labels, text_columns, {"source": "upload", "filename": filename}
-            )
+            automm = automm_root(unpacked)
+            if automm is not None:  # an AutoGluon AutoMM predictor: converted to a bundle
+                root = Path(scratch) / "bundle"
+                metadata = bundle_from_automm(automm, root, labels, text_columns, lineage)
+            else:
+                root = checkpoint_root(unpacked)
+                metadata = bundle_from_checkpoint(root, labels, text_columns, lineage)
         except CheckpointError as exc:
             detail = str(exc).replace(scratch, "<archive>")
             raise Invalid(exc.title, detail, field=exc.field) from exc

@@ -1,0 +1,66 @@
+"""An AutoGluon AutoMM predictor folder through the real ASGI app: uploaded as an archive it is
+registered as a Distillery model and answers predict_proba over HTTP as AutoMM's own
+predict_proba did; a pickle planted where the weights belong is a 422 naming the file."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tests.api.test_api import assert_problem
+from tests.conftest import zip_folder
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PREDICTOR = FIXTURES / "automm_teacher"
+EXPECTED = json.loads((FIXTURES / "automm_teacher_expected.json").read_text())
+FORM = {"text_columns": "question,sentence", "labels": "not_entailment,entailment"}
+
+
+def test_an_automm_predictor_archive_is_registered_and_predicts_as_automm(
+    client: TestClient,
+) -> None:
+    response = client.post(
+        "/v1/models", files={"file": ("ag_teacher.zip", zip_folder(PREDICTOR))}, data=FORM
+    )
+    assert response.status_code == 201, response.text
+    model = response.json()
+    assert model["architecture"] == "AutoMMHFTextClassifier"
+    assert model["labels"] == EXPECTED["classification"]["class_labels"]
+    assert model["text_columns"] == ["question", "sentence"]
+    automm = model["lineage"]["autogluon"]
+    assert automm["version"] == "1.6.3" and "sorted" in automm["label_order"]
+    assert automm["never_read"] == ["data_processors.pkl", "df_preprocessor.pkl", "eval_metric.pkl"]
+
+    answered = client.post(
+        f"/v1/models/{model['id']}/predict_proba", json={"rows": EXPECTED["rows"]}
+    )
+    assert answered.status_code == 200, answered.text
+    labels = model["labels"]
+    got = np.array([[row[label] for label in labels] for row in answered.json()["probabilities"]])
+    assert np.abs(got - np.array(EXPECTED["classification"]["predict_proba"])).max() < 1e-4
+
+
+def test_a_pickle_planted_as_the_weights_is_a_422_naming_the_file(
+    client: TestClient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "ag_teacher"
+    shutil.copytree(PREDICTOR, folder)
+    (folder / "model.ckpt").write_bytes(pickle.dumps({"state_dict": print}, protocol=2))
+    response = client.post(
+        "/v1/models", files={"file": ("ag_teacher.zip", zip_folder(folder))}, data=FORM
+    )
+    body = assert_problem(response, 422, field="file", says="model.ckpt")
+    assert body["title"] == "Pickled weights refused"
+    assert "weights_only=True" in body["detail"] and str(tmp_path) not in body["detail"]
+
+    unnamed = client.post(
+        "/v1/models",
+        files={"file": ("ag_teacher.zip", zip_folder(PREDICTOR))},
+        data={"text_columns": "question,sentence"},
+    )
+    assert_problem(unnamed, 422, field="labels", says="df_preprocessor.pkl")
