@@ -711,7 +711,7 @@ class Client:
 
     def upload_model(
         self,
-        source: str | os.PathLike[str],
+        source: str | os.PathLike[str] | Any,
         name: str | None = None,
         text_columns: Sequence[str] | str | None = None,
         labels: Sequence[str] | None = None,
@@ -721,8 +721,21 @@ class Client:
         """Register a Hugging Face checkpoint: a folder (zipped here) or a .zip/.tar.gz.
 
         The server needs `text_columns` (the input columns, in order) and refuses pickled
-        weights: the checkpoint must hold safetensors."""
+        weights: the checkpoint must hold safetensors.
+
+        A folder written by AutoGluon's `MultiModalPredictor.save()` (hf_text, text
+        classification or regression) is taken too, and becomes a Distillery model on the
+        server: its text columns default to those in its assets.json; a classifier needs
+        `labels` (its `predictor.class_labels`: AutoMM keeps class names only in pickles,
+        which the server never unpickles). A loaded, saved `MultiModalPredictor` may be
+        passed as `source`: its folder (`.path`) is sent, with its `class_labels`."""
+        if not isinstance(source, str | os.PathLike):  # a loaded MultiModalPredictor
+            if labels is None and getattr(source, "class_labels", None) is not None:
+                labels = [str(label) for label in source.class_labels]
+            source = source.path
         path = Path(source)
+        if text_columns is None and path.is_dir() and (path / "assets.json").is_file():
+            text_columns = _automm_text_columns(path / "assets.json")
         if path.is_dir():
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -817,6 +830,14 @@ class Client:
         if text_columns is not None:
             request["text_columns"] = list(text_columns)
         return self.submit_job(request)
+
+
+def _automm_text_columns(assets: Path) -> list[str]:
+    """The text columns an AutoMM predictor was fit on, from its assets.json, in its order."""
+    raw = json.loads(assets.read_text(encoding="utf-8"))
+    label = raw.get("label_column")
+    columns = raw.get("column_types") or {}
+    return [c for c, kind in columns.items() if kind == "text" and c != label]
 
 
 def _teacher_id(teacher: RemoteModel | Job | str) -> str:
