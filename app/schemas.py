@@ -189,6 +189,65 @@ class ModelPage(Page[ModelOut]):
     pass
 
 
+class AutoDistillCreate(BaseModel):
+    """An auto-distill search: what the deployment can afford, and what the search may spend."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"presets": "fast_inference", "min_speedup": 3, "time_limit": 3600}]
+        },
+    )
+
+    presets: Literal["fast_inference", "medium_quality", "best_quality"] = Field(
+        default="medium_quality",
+        description="Fill in what is not given: fast_inference (>= 3x the teacher, 4 trials), "
+        "medium_quality (>= 2x, 6 trials), best_quality (>= 1.5x, every recipe)",
+    )
+    max_latency_ms_per_row: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPU milliseconds per row the chosen student may take, measured on a "
+        "worker (latency_mode says batched or batch 1)",
+    )
+    latency_mode: Literal["batched", "single_row"] = Field(
+        default="batched",
+        description="batched: rows in batches of 32 (throughput); single_row: batch 1",
+    )
+    min_speedup: float | None = Field(
+        default=None, ge=1, description="At least this many times the teacher's CPU speed"
+    )
+    max_size_mb: float | None = Field(
+        default=None, gt=0, description="Weights of the served model, in MB"
+    )
+    time_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds the search may spend (AutoGluon's name): trials not started by "
+        "then are cancelled, running ones finish",
+    )
+    max_trials: int | None = Field(
+        default=None, ge=1, le=64, description="Trials at most (the preset's when omitted)"
+    )
+    students: list[str] | None = Field(
+        default=None,
+        max_length=16,
+        description="Checkpoints to try beside cuts of the teacher (registered model ids, "
+        "packaged names, folders); default: the packaged ones",
+    )
+    int8: bool | None = Field(
+        default=None, description="Also consider each student served int8 (default: true)"
+    )
+    no_distill: bool | None = Field(
+        default=None,
+        description="Add one control trial, the first student trained on labels only "
+        "(default: true)",
+    )
+    recipes: (
+        list[Literal["default", "hard_labels", "low_temperature", "features", "high_lr"]] | None
+    ) = Field(default=None, min_length=1, description="Recipes to try (the preset's when omitted)")
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -210,7 +269,9 @@ class JobCreate(BaseModel):
         },
     )
 
-    kind: Literal["finetune", "distill"]
+    kind: Literal["finetune", "distill", "auto_distill"] = Field(
+        description="auto_distill: search students and recipes for the budget in `auto`"
+    )
     train_dataset: str = Field(description="Id of the training dataset")
     tuning_dataset: str | None = Field(
         default=None, description="Id of the dataset that picks the best checkpoint"
@@ -235,6 +296,9 @@ class JobCreate(BaseModel):
     )
     accelerator: Literal["any", "gpu", "cpu"] = Field(
         default="any", description="gpu: run only on a GPU worker; cpu: only on a CPU worker"
+    )
+    auto: AutoDistillCreate | None = Field(
+        default=None, description="kind auto_distill only: the budget and the search's settings"
     )
 
 
@@ -268,6 +332,14 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_job: str | None = Field(
+        default=None, description="The auto_distill search this job is a trial of"
+    )
+    phase: str | None = Field(
+        default=None,
+        description="auto_distill only: planning (measuring candidates), trials (waiting on "
+        "its trial jobs), done",
+    )
 
 
 class JobPage(Page[JobOut]):

@@ -65,6 +65,9 @@ class JobPlan:
     transfer_columns: list[str] = field(default_factory=list)
     # The teacher's training rows that join the transfer set, unlabelled (TeacherFacts).
     teacher_training_rows: str | None = None
+    # An auto-distill search's resolved settings (distillery.auto.SearchSpec.to_json()); its
+    # trials are ordinary distill jobs with plans of their own.
+    auto: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "config": asdict(self.config)}

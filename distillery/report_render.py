@@ -336,3 +336,104 @@ is (distilled &minus; control) / (teacher &minus; control): 1 keeps all the teac
 {images}
 </body></html>
 """
+
+
+FRONTIER_COLOURS = {"float": "#dd8452", "int8": "#55a868", "teacher": "#4c72b0"}
+
+
+def render_frontier(board: Mapping[str, Any]) -> bytes:
+    """PNG: an auto-distill search's trials, tuning accuracy against measured CPU latency per
+    row (log scale), float and int8 apart, the teacher, the no-distill control circled, the
+    Pareto frontier as a step line, the latency budget as a vertical line and the chosen
+    student starred. Input is `GET /v1/jobs/{id}/leaderboard`'s body."""
+    figure = _new_figure(8.5, 5.2)
+    axes = figure.subplots()
+    rows = [r for r in board.get("rows", []) if _is_number(r.get("latency_ms_per_row"))]
+    rows = [r for r in rows if _is_number(r.get("tuning_accuracy"))]
+    teacher: Mapping[str, Any] | None = board.get("teacher")
+    teacher_measured = teacher is not None and _is_number(teacher.get("latency_ms_per_row"))
+    points = [*rows, *([teacher] if teacher_measured else [])]
+    for variant in ("float", "int8"):
+        chosen = [r for r in rows if r.get("variant") == variant]
+        if chosen:
+            axes.scatter(
+                [r["latency_ms_per_row"] for r in chosen],
+                [r["tuning_accuracy"] for r in chosen],
+                c=FRONTIER_COLOURS[variant],
+                label=f"trials ({variant})",
+                s=36,
+                zorder=3,
+            )
+    controls = [r for r in rows if r.get("recipe") == "no_distill"]
+    if controls:
+        axes.scatter(
+            [r["latency_ms_per_row"] for r in controls],
+            [r["tuning_accuracy"] for r in controls],
+            facecolors="none",
+            edgecolors="#333333",
+            s=140,
+            label="no-distill control",
+            zorder=4,
+        )
+    if teacher is not None and teacher_measured:
+        axes.scatter(
+            [teacher["latency_ms_per_row"]],
+            [teacher["tuning_accuracy"]],
+            marker="s",
+            c=FRONTIER_COLOURS["teacher"],
+            s=60,
+            label="teacher",
+            zorder=3,
+        )
+    front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["latency_ms_per_row"])
+    if len(front) > 1:
+        axes.step(
+            [p["latency_ms_per_row"] for p in front],
+            [p["tuning_accuracy"] for p in front],
+            where="post",
+            c="#8c8c8c",
+            ls="--",
+            lw=1,
+            label="Pareto frontier",
+            zorder=2,
+        )
+    budget = board.get("budget") or {}
+    limit: Any = budget.get("max_latency_ms_per_row")
+    speedup = budget.get("min_speedup")
+    if not _is_number(limit) and _is_number(speedup) and teacher is not None and teacher_measured:
+        limit = teacher["latency_ms_per_row"] / speedup
+    if _is_number(limit):
+        axes.axvline(limit, c="#c44e52", lw=1, label=f"budget ({budget.get('describe', '')})")
+    best = board.get("best")
+    if best and _is_number(best.get("latency_ms_per_row")):
+        axes.scatter(
+            [best["latency_ms_per_row"]],
+            [best["tuning_accuracy"]],
+            marker="*",
+            c="#c44e52",
+            s=260,
+            label=f"chosen: {best.get('name')}",
+            zorder=5,
+        )
+    for point in points:
+        if point.get("pareto") or point is best:
+            axes.annotate(
+                str(point.get("name")),
+                (point["latency_ms_per_row"], point["tuning_accuracy"]),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=7,
+            )
+    if points:
+        axes.set_xscale("log")
+        axes.legend(fontsize=7, loc="lower right")
+    else:
+        _legend_or_note(axes, "no trial has been measured yet")
+    axes.set_xlabel(f"CPU ms per row ({budget.get('latency_mode', 'batched')}, log scale)")
+    axes.set_ylabel("tuning accuracy")
+    axes.grid(alpha=0.3)
+    figure.suptitle(
+        f"auto-distill {board.get('job', '')}: {len(rows)} trial rows, status "
+        f"{board.get('status', '?')}"
+    )
+    return _png(figure)

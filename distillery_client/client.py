@@ -430,6 +430,37 @@ class Job:
             )
         return response.content
 
+    def trials(self) -> list[Job]:
+        """An auto_distill job's trials: ordinary distill jobs, one per student and recipe."""
+        return self.client.jobs(parent_job=self.id)
+
+    def leaderboard(self) -> pd.DataFrame:
+        """An auto_distill job's leaderboard as AutoGluon's `leaderboard()` shows it, best
+        first: per trial (and its int8 variant) tuning accuracy, CPU latency per row, speed-up
+        over the teacher, size, parameters, int8 drop, cost in seconds, status, whether it is
+        within budget and on the accuracy-latency Pareto frontier; the teacher last. The whole
+        body (budget, frontier, best, candidates measured before training) is
+        `leaderboard_data()`."""
+        board = self.leaderboard_data()
+        rows = list(board["rows"]) + ([board["teacher"]] if board.get("teacher") else [])
+        columns = [
+            "name", "variant", "status", "tuning_accuracy", "latency_ms_per_row", "speedup",
+            "size_mb", "parameters", "int8_drop_points", "cost_seconds", "within_budget",
+            "pareto", "recipe", "trial", "model",
+        ]  # fmt: skip
+        frame = pd.DataFrame.from_records(rows)
+        return frame.reindex(columns=[c for c in columns if c in frame.columns] or columns)
+
+    def leaderboard_data(self) -> dict[str, Any]:
+        return dict(self.client._json("GET", f"/v1/jobs/{self.id}/leaderboard"))
+
+    def leaderboard_png(self) -> bytes:
+        """The leaderboard's accuracy-latency frontier, drawn."""
+        response = self.client._request(
+            "GET", f"/v1/jobs/{self.id}/leaderboard", headers={"Accept": "image/png"}
+        )
+        return response.content
+
     def wait(
         self,
         progress: bool = True,
@@ -767,13 +798,18 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job(self, self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def jobs(self, status: str | None = None, kind: str | None = None) -> list[Job]:
-        """Jobs, newest first, optionally only those with this status or kind."""
+    def jobs(
+        self, status: str | None = None, kind: str | None = None, parent_job: str | None = None
+    ) -> list[Job]:
+        """Jobs, newest first, optionally only those with this status or kind, or the trials
+        of one auto_distill job."""
         params: dict[str, Any] = {"limit": 100}
         if status is not None:
             params["status"] = status
         if kind is not None:
             params["kind"] = kind
+        if parent_job is not None:
+            params["parent_job"] = parent_job
         return [Job(self, body) for body in self._pages("/v1/jobs", params)]
 
     def submit_job(self, request: Mapping[str, Any], idempotency_key: str | None = None) -> Job:
@@ -793,13 +829,25 @@ class Client:
         *,
         text_columns: Sequence[str] | None = None,
         accelerator: Literal["any", "gpu", "cpu"] = "any",
+        presets: str | None = None,
+        time_limit: float | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> Job:
         """Submit a fine-tune job, or a distill job when `teacher` is given; returns the queued
         job (call `wait()` on it). DataFrames are uploaded first, as datasets named
         `<name>-train`, `<name>-tuning`, `<name>-unlabeled`. `tuning_data` picks the best
         checkpoint (and makes a distill job write its report); `unlabeled_data` is a transfer
-        set for distillation. `hyperparameters` are AutoMM's dotted keys."""
+        set for distillation. `hyperparameters` are AutoMM's dotted keys.
+
+        With a teacher and `presets`, `time_limit` or `budget`, an auto_distill search: the
+        server picks the student and recipe, e.g. `presets="fast_inference"`,
+        `budget={"min_speedup": 3}` or `{"max_latency_ms_per_row": 2, "max_size_mb": 50}`
+        (any other `auto` setting of the API too: max_trials, students, latency_mode, ...).
+        Its job's `leaderboard()` is a DataFrame of the trials."""
         prefix = name or "fit"
+        search = presets is not None or time_limit is not None or budget is not None
+        if search and teacher is None:
+            raise ValueError("presets, time_limit and budget search students for a teacher")
 
         def dataset_id(data: pd.DataFrame | Dataset | str, role: str) -> str:
             if isinstance(data, pd.DataFrame):
@@ -814,7 +862,7 @@ class Client:
             return _dataset_id(data)
 
         request: dict[str, Any] = {
-            "kind": "finetune" if teacher is None else "distill",
+            "kind": "auto_distill" if search else "finetune" if teacher is None else "distill",
             "train_dataset": dataset_id(train_data, "train"),
             "hyperparameters": dict(hyperparameters or {}),
             "accelerator": accelerator,
@@ -829,6 +877,13 @@ class Client:
             request["label"] = label
         if text_columns is not None:
             request["text_columns"] = list(text_columns)
+        if search:
+            auto: dict[str, Any] = dict(budget or {})
+            if presets is not None:
+                auto["presets"] = presets
+            if time_limit is not None:
+                auto["time_limit"] = time_limit
+            request["auto"] = auto
         return self.submit_job(request)
 
 

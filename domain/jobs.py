@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,13 @@ from distillery.report import distillation_ratio
 from distillery.tables import describe_table
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER, Caller
+from domain.auto_distill import (
+    AUTO_KIND,
+    cancel_search,
+    check_search_request,
+    planning_hyperparameters,
+    search_spec,
+)
 from domain.datasets import get_dataset
 from domain.errors import Conflict, Invalid, Unavailable
 from domain.models import encoder_layer_count, get_model, resolve_backbone
@@ -108,6 +115,8 @@ class JobRequest:
     text_columns: list[str] | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "any"
+    # kind auto_distill: the search's budget and settings (domain/auto_distill.py).
+    auto: dict[str, Any] | None = None
 
 
 def _plan(
@@ -118,6 +127,14 @@ def _plan(
     allowed_roots: list[Path] | None,
 ) -> tuple[JobPlan, Model | None]:
     """The request's plan and teacher, every name resolved as `caller` may see it."""
+    kind, hyperparameters, auto = request.kind, request.hyperparameters, None
+    if request.kind == AUTO_KIND:
+        check_search_request(hyperparameters, request.tuning_dataset, request.teacher_model)
+        auto = search_spec(request.auto)
+        # Checked as a distill job of a cut of the teacher; each trial is planned again.
+        kind, hyperparameters = "distill", planning_hyperparameters(hyperparameters)
+    elif request.auto is not None:
+        raise Invalid("Not a search", "auto settings apply to kind auto_distill only", field="auto")
     train = get_dataset(session, request.train_dataset, "train_dataset", caller=caller)
     label = request.label or train.label_column
     if label is None:
@@ -145,8 +162,8 @@ def _plan(
         )
 
     plan = plan_job(
-        request.kind,
-        request.hyperparameters,
+        kind,
+        hyperparameters,
         label=label,
         text_columns=text_columns,
         problem_type=problem_type,
@@ -168,6 +185,21 @@ def _plan(
                 f"student or teacher reads; its columns are: {', '.join(unlabeled.columns)}",
                 field="unlabeled_dataset",
             )
+    if auto is not None:
+        if plan.problem_type == "regression":
+            raise Invalid(
+                "Not a classifier",
+                "auto-distill ranks students by tuning accuracy; the label is a regression target",
+                field="label",
+            )
+        for index, name in enumerate(auto.students or []):
+            try:
+                checkpoint_layers(name)
+            except (BackboneError, OSError, ValueError) as exc:
+                raise Invalid(
+                    "Unusable student", str(exc), field=f"auto.students.{index}"
+                ) from None
+        plan = replace(plan, auto=auto.to_json())
     return plan, teacher
 
 
@@ -200,6 +232,7 @@ def submit_job(
             plan=plan.to_json(),
             accelerator=request.accelerator,
             owner=caller.owner,
+            phase=lifecycle.PLANNING if request.kind == AUTO_KIND else None,
         ),
     )
     try:
@@ -251,8 +284,11 @@ def list_jobs(
     limit: int,
     cursor: str | None,
     caller: Caller,
+    parent_job: str | None = None,
 ) -> tuple[list[Job], str | None]:
     query = caller.visible(select(Job), Job.owner)
+    if parent_job is not None:
+        query = query.where(Job.parent_job_id == parent_job)
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:
@@ -265,6 +301,9 @@ def cancel_job(session: Session, job_id: str, caller: Caller) -> Job:
     check; a finished job is returned unchanged."""
     job = get_job(session, job_id, caller=caller)
     lifecycle.cancel(session, job_id)
+    if job.kind == AUTO_KIND:
+        # A search's trials go with it; it ends once the last of them has.
+        cancel_search(session, job)
     session.refresh(job)
     return job
 

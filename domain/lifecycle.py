@@ -7,6 +7,11 @@ queued --claim--> running --finish--> succeeded | failed | cancelled
   \--cancel--> cancelled          running --cancel--> (flagged; the worker stops at its check)
 ```
 
+An auto-distill search (domain/auto_distill.py) is a job too: claimed and heartbeated like any
+while it plans (phase "planning"), then `start_trials` queues its trials as child jobs and
+leaves it running in phase "trials", owned by no worker and beating no heart (the reaper leaves
+it alone), until `finish_search` ends it once its trials have ended.
+
 Every transition is one compare-and-set UPDATE on the job row (its status, and for a running
 job the attempt that owns it), so two processes racing for one job cannot both win: the loser
 sees False (or None) and leaves the row alone. Each winner records its event in the same
@@ -36,11 +41,17 @@ __all__ = [
     "fail_lost",
     "fail_unqueued",
     "finish",
+    "finish_search",
     "heartbeat",
     "mark_sent",
     "queue",
     "requeue_lost",
+    "start_trials",
+    "touch_search",
 ]
+
+# The phases of an auto-distill search (Job.phase; NULL on every other job).
+PLANNING, TRIALS, DONE = "planning", "trials", "done"
 
 
 class Superseded(Exception):
@@ -207,7 +218,12 @@ def cancel(session: Session, job_id: str) -> str | None:
 
 
 def _lost(job: Job, stale_before: datetime) -> tuple[Any, ...]:
-    return (*_owned(job.id, job.attempt), Job.heartbeat_at < stale_before)
+    # A search waiting on its trials has no worker and no heartbeat: it is not lost.
+    return (
+        *_owned(job.id, job.attempt),
+        Job.heartbeat_at < stale_before,
+        Job.phase.is_distinct_from(TRIALS),
+    )
 
 
 def _silent_for(job: Job, now: datetime) -> int | None:
@@ -256,5 +272,84 @@ def fail_lost(session: Session, job: Job, stale_before: datetime, max_attempts: 
     )
     if won:
         add_event(session, job.id, status, message, attempt=job.attempt, code=code)
+    session.commit()
+    return won
+
+
+def start_trials(
+    session: Session, job_id: str, attempt: int, trials: list[Job], **data: Any
+) -> bool:
+    """planning -> trials: the search's trial jobs are created queued, in the same commit that
+    hands the search from the planning attempt to its trials (so a lost planner leaves either
+    no trials or all of them). False, and nothing created, when the attempt lost the job or a
+    cancel was asked for meanwhile."""
+    now = utcnow()
+    if not _won(
+        session,
+        update(Job)
+        .where(
+            *_owned(job_id, attempt),
+            Job.phase == PLANNING,
+            Job.cancel_requested.is_(False),
+        )
+        .values(phase=TRIALS, heartbeat_at=now),
+    ):
+        session.rollback()
+        return False
+    for trial in trials:
+        trial.status, trial.parent_job_id, trial.enqueued_at = JobStatus.QUEUED, job_id, now
+        session.add(trial)
+    session.flush()
+    for trial in trials:
+        add_event(session, trial.id, "queued", f"trial of {job_id} queued", parent=job_id)
+    add_event(
+        session,
+        job_id,
+        "trials_queued",
+        f"{len(trials)} trials queued",
+        trials=[t.id for t in trials],
+        **data,
+    )
+    session.commit()
+    return True
+
+
+def touch_search(session: Session, job_id: str, progress: float) -> None:
+    """A waiting search was looked at: stamp when, and how far its trials are."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.phase == TRIALS)
+        .values(heartbeat_at=utcnow(), progress=progress)
+    )
+    session.commit()
+
+
+def finish_search(
+    session: Session,
+    job_id: str,
+    status: JobStatus,
+    *,
+    code: str | None = None,
+    message: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """trials -> `status` (terminal): of any number of processes that saw the last trial end,
+    one wins."""
+    assert status.is_terminal, status
+    won = _won(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.phase == TRIALS)
+        .values(
+            status=status,
+            phase=DONE,
+            error_code=code,
+            error_message=message,
+            finished_at=utcnow(),
+            **(values or {}),
+        ),
+    )
+    if won:
+        add_event(session, job_id, status, message or status)
     session.commit()
     return won

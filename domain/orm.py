@@ -26,7 +26,7 @@ from sqlalchemy.types import TypeDecorator
 
 from domain.status import JobStatus
 
-JOB_KINDS = ("finetune", "distill")
+JOB_KINDS = ("finetune", "distill", "auto_distill")
 
 
 def utcnow() -> datetime:
@@ -162,6 +162,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Auto-distill (domain/auto_distill.py): a trial names the search that queued it; the
+    # search records its phase ("planning", then "trials" while it waits on them, "done").
+    parent_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    phase: Mapped[str | None] = mapped_column(String(16))
 
     train_dataset: Mapped[Dataset] = relationship(foreign_keys=[train_dataset_id])
     tuning_dataset: Mapped[Dataset | None] = relationship(foreign_keys=[tuning_dataset_id])

@@ -5,6 +5,10 @@
   resumes from the last checkpoint), else it ends `failed` with code `worker_lost`.
 - A queued job whose message was sent more than `requeue_after_seconds` ago and never claimed
   has its message sent again (a broker restart without persistence loses messages).
+- An auto-distill search waiting on its trials (phase "trials") holds no worker and beats no
+  heart: it is never taken for lost. When all its trials have ended (the worker that ended the
+  last one died before moving the search on) or its time limit has passed, the reaper moves it
+  on itself (domain/auto_distill.advance, idempotent).
 
 Every change is a compare-and-set on the job row (domain/lifecycle.py), so any number of
 reapers may run at once (each worker runs one in its main process; `distillery reaper` runs one
@@ -23,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import lifecycle
+from domain.auto_distill import advance, needs_advance, waiting_searches
 from domain.config import Settings
 from domain.jobs import send_job
 from domain.orm import Job, utcnow
@@ -37,7 +42,12 @@ def reap_once(session: Session, celery: Celery, settings: Settings) -> dict[str,
     stale_before = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
     outcome: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": []}
     stale = session.scalars(
-        select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before)
+        select(Job).where(
+            Job.status == JobStatus.RUNNING,
+            Job.heartbeat_at < stale_before,
+            # A search waiting on its trials has no heartbeat to lose.
+            Job.phase.is_distinct_from(lifecycle.TRIALS),
+        )
     ).all()
     for job in stale:
         if job.attempt < settings.max_attempts and not job.cancel_requested:
@@ -56,6 +66,11 @@ def reap_once(session: Session, celery: Celery, settings: Settings) -> dict[str,
         send_job(session, celery, job, settings.task_queue)
         outcome["resent"].append(job.id)
     session.commit()
+    for search in waiting_searches(session):
+        if needs_advance(session, search, now):
+            moved = advance(session, search.id)
+            if moved not in ("waiting", "not_waiting"):
+                outcome.setdefault("advanced", []).append(search.id)
     return outcome
 
 

@@ -37,6 +37,7 @@ from distillery.training import (
     train,
 )
 from domain import lifecycle
+from domain.auto_distill import AUTO_KIND, advance
 from domain.config import get_settings
 from domain.jobs import job_plan, student_backbone
 from domain.logs import job_id_var
@@ -47,6 +48,7 @@ from domain.runtime import Runtime, make_runtime
 from domain.status import JobStatus
 from domain.storage import ArtifactStore, checkpoint_key
 from domain.variants import make_variants_after_distill
+from worker.auto import BudgetNotMet, plan_search
 from worker.celery_app import celery
 from worker.progress import JobCallbacks, heartbeat
 from worker.teacher_outputs import SharedTeacherCache
@@ -193,6 +195,8 @@ def failure_of(exc: BaseException) -> tuple[str, str]:
     """The failure code and message a user can act on."""
     if isinstance(exc, TableError | HyperparameterError | BackboneError | BundleError | PlanError):
         return "invalid_input", str(exc)
+    if isinstance(exc, BudgetNotMet):
+        return "budget_not_met", str(exc)
     if isinstance(exc, torch.OutOfMemoryError):
         return "out_of_memory", f"out of memory; lower env.per_gpu_batch_size ({exc})"
     if isinstance(exc, SoftTimeLimitExceeded):
@@ -222,9 +226,16 @@ def run_job(self: Any, job_id: str) -> None:
         assert job is not None
         log.info("%s job, attempt %d on %s", job.kind, attempt, worker_name)
         keep_checkpoint = False
+        parent_id = job.parent_job_id
+        model: Model | None = None
         try:
             with heartbeat(context.sessions, job_id, attempt, context.settings.heartbeat_seconds):
-                model = train_job(session, context, job, attempt)
+                if job.kind == AUTO_KIND:
+                    # Plans and queues the trials, then returns: the search waits on them
+                    # without this worker (domain/auto_distill.py).
+                    plan_search(session, context, job, attempt)
+                else:
+                    model = train_job(session, context, job, attempt)
         except lifecycle.Superseded as exc:
             session.rollback()
             keep_checkpoint = True  # the attempt that took over resumes from it
@@ -246,17 +257,29 @@ def run_job(self: Any, job_id: str) -> None:
             keep_checkpoint = True
             raise
         else:
-            keep_checkpoint = not lifecycle.finish(
-                session,
-                job_id,
-                attempt,
-                JobStatus.SUCCEEDED,
-                message=f"model {model.id}",
-                values={"result_model_id": model.id, "progress": 1.0},
-            )
+            if model is not None:
+                keep_checkpoint = not lifecycle.finish(
+                    session,
+                    job_id,
+                    attempt,
+                    JobStatus.SUCCEEDED,
+                    message=f"model {model.id}",
+                    values={"result_model_id": model.id, "progress": 1.0},
+                )
         finally:
             if not keep_checkpoint:
                 discard_checkpoint(context.store, job_id)
+        if parent_id is not None:
+            advance_parent(session, parent_id)
+
+
+def advance_parent(session: Session, parent_id: str) -> None:
+    """A trial ended: move its search on (idempotent; if this is lost, the reaper does it)."""
+    try:
+        log.info("search %s: %s", parent_id, advance(session, parent_id))
+    except Exception:
+        session.rollback()
+        log.warning("could not advance search %s; the reaper will", parent_id, exc_info=True)
 
 
 @task_prerun.connect(sender=run_job)

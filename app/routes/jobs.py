@@ -23,6 +23,8 @@ from app.schemas import (
     JobPage,
 )
 from app.services.reports import ReportFigure, report_html, report_png
+from distillery.report_render import render_frontier
+from domain.auto_distill import search_leaderboard
 from domain.jobs import (
     JobRequest,
     cancel_job,
@@ -72,6 +74,8 @@ def job_out(job: Job) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        parent_job=job.parent_job_id,
+        phase=job.phase,
     )
 
 
@@ -91,7 +95,10 @@ async def create_job(
     caller: CallerDep,
     idempotency: IdempotencyDep,
 ) -> JobOut | JSONResponse:
-    """Validate and queue a fine-tune or distill job; poll it with GET /v1/jobs/{id}."""
+    """Validate and queue a fine-tune, distill or auto_distill job; poll it with
+    GET /v1/jobs/{id}. An auto_distill job searches students and recipes for the budget in
+    `auto`; its trials are jobs of their own (`parent_job`), its result is on
+    GET /v1/jobs/{id}/leaderboard."""
 
     async def create() -> JobOut:
         # Validation reads checkpoint configs and may read a table: keep it off the event loop.
@@ -115,12 +122,19 @@ def read_jobs(
     session: SessionDep,
     caller: CallerDep,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
-    kind: Literal["finetune", "distill"] | None = None,
+    kind: Literal["finetune", "distill", "auto_distill"] | None = None,
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
     cursor: str | None = CursorQuery,
+    parent_job: str | None = Query(
+        default=None,
+        pattern=r"^job_[0-9a-f]{20}$",
+        description="Only the trials of this auto_distill job",
+    ),
 ) -> JobPage:
     """Jobs, newest first."""
-    jobs, next_cursor = list_jobs(session, status, kind, limit, to_domain(cursor), caller)
+    jobs, next_cursor = list_jobs(
+        session, status, kind, limit, to_domain(cursor), caller, parent_job=parent_job
+    )
     return JobPage(data=[job_out(job) for job in jobs], next_cursor=from_domain(next_cursor))
 
 
@@ -234,3 +248,43 @@ def read_report(
         return HTMLResponse(page, headers={"Vary": "Accept"})
     report = job_report(session, job_id, baseline_job, caller)
     return JSONResponse(jsonable_encoder(report), headers={"Vary": "Accept"})
+
+
+LEADERBOARD_MEDIA_TYPES = ("application/json", "image/png")
+
+
+@router.get(
+    "/{job_id}/leaderboard",
+    response_model=dict[str, Any],
+    operation_id="get_job_leaderboard",
+    responses={
+        200: {
+            "description": "The leaderboard as JSON (default), or its accuracy-latency frontier "
+            "as a PNG plot (`Accept: image/png`)",
+            "content": {
+                "image/png": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "example": "tuning accuracy against CPU ms per row, as PNG bytes",
+                }
+            },
+        },
+        **problem_responses(404, 406, 422),
+    },
+)
+def read_leaderboard(
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    accept: str | None = Header(default=None, include_in_schema=False),
+) -> dict[str, Any] | Response:
+    """An auto_distill job's leaderboard (AutoGluon's `leaderboard()`), filled in as its trials
+    run: every trial and int8 variant with its tuning accuracy, measured CPU latency, speed-up
+    over the teacher, size, parameters, int8 drop, cost and status; the teacher; the Pareto
+    frontier of accuracy against latency; the best row within budget (the job's model); and
+    every candidate measured before training, pruned ones with the reason."""
+    media_type = choose_media_type(accept, LEADERBOARD_MEDIA_TYPES)
+    board = search_leaderboard(session, get_job(session, job_id, caller=caller))
+    if media_type == "image/png":
+        png = render_frontier(board)
+        return Response(png, media_type="image/png", headers={"Vary": "Accept"})
+    return JSONResponse(jsonable_encoder(board), headers={"Vary": "Accept"})

@@ -1,0 +1,637 @@
+"""Auto-distill, the ML side: which students and recipes to try for a deployment budget, how
+fast each candidate is before it is trained, and the leaderboard of what the trials got.
+
+A search is asked for with a budget (what the deployment can afford: CPU milliseconds per
+row, a speed-up over the teacher, a size) and a compute budget (`time_limit` seconds,
+`max_trials`). Presets fill in the rest. The candidates are:
+
+- cuts of the teacher: its first N layers and N layers spread over its depth (DistilBERT's
+  every-other layer when N is half), for every N below the teacher's depth;
+- other checkpoints (packaged ones, and those the request names: another tokenizer is fine),
+  each optionally served int8.
+
+Every candidate's CPU latency is *measured* before anything trains (its architecture with the
+weights it would start from; weights do not change the time a forward pass takes), on the
+worker that plans the search, with the same measure the distillation report uses afterwards
+(`distillery.report.cpu_latency`). Candidates that cannot meet the budget are pruned; of the
+rest, the deepest of each family (as deep as the budget allows) is kept, and the recipes are
+tried on them in order: the measured default first.
+
+Nothing here knows of jobs or queues: the service (domain/auto_distill.py) turns trial specs
+into child jobs and hands the trials' records back to `leaderboard`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+import torch
+
+from distillery.backbones import count_parameters, load_classifier
+from distillery.encoding import encode_rows
+from distillery.hyperparams import TEACHER_CHECKPOINT, TrainingConfig
+from distillery.inference import compute_outputs
+from distillery.predictor import Predictor
+from distillery.report import cpu_latency
+from distillery.variants import module_memory_bytes, quantize_linear_int8
+
+LATENCY_MODES = ("batched", "single_row")
+# distillery.report.cpu_latency's keys for each mode.
+LATENCY_KEYS = {"batched": "batched_ms_per_row", "single_row": "single_row_ms"}
+# Before training, a candidate is kept when its measured latency is within this factor of the
+# budget: two measurements of one model on a shared CPU differ by that much. The model chosen
+# at the end must meet the budget itself, by its own measured latency.
+PRUNE_SLACK = 1.15
+# The measured default (distillery/hyperparams.py's distiller defaults, bench/quality.py) and a
+# small, principled set around it: one knob each.
+RECIPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "hard_labels": {"distiller.hard_label_weight": 0.5},
+    "low_temperature": {"distiller.temperature": 2.0},
+    "features": {"distiller.output_feature_loss_weight": 1.0},
+    "high_lr": {},  # the job's learning rate times HIGH_LR_FACTOR, set per search
+}
+HIGH_LR_FACTOR = 3.0
+# The control trial: the same student from the same start, labels only.
+NO_DISTILL = "no_distill"
+NO_DISTILL_HYPERPARAMETERS: dict[str, Any] = {
+    "distiller.soft_label_weight": 0.0,
+    "distiller.hard_label_weight": 1.0,
+    "distiller.augmentation_pair_copies": 0,
+    "distiller.transfer_from_teacher_data": False,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    # The deployment budget when the request names none.
+    default_min_speedup: float
+    max_trials: int
+    # Candidate families kept (deepest student of each).
+    candidates: int
+    recipes: tuple[str, ...]
+    int8: bool = True
+    no_distill: bool = True
+
+
+PRESETS: dict[str, Preset] = {
+    "fast_inference": Preset(
+        "a student at least 3x faster than the teacher, few trials",
+        default_min_speedup=3.0,
+        max_trials=4,
+        candidates=2,
+        recipes=("default", "hard_labels"),
+    ),
+    "medium_quality": Preset(
+        "at least 2x faster, a handful of trials",
+        default_min_speedup=2.0,
+        max_trials=6,
+        candidates=3,
+        recipes=("default", "hard_labels", "high_lr"),
+    ),
+    "best_quality": Preset(
+        "at least 1.5x faster, every recipe on every family",
+        default_min_speedup=1.5,
+        max_trials=16,
+        candidates=4,
+        recipes=tuple(RECIPES),
+    ),
+}
+DEFAULT_PRESET = "medium_quality"
+
+
+class AutoError(ValueError):
+    """The search cannot run as asked; `field` names the request field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the deployment can afford; None is no limit. Latency is CPU milliseconds per row,
+    `latency_mode` "batched" (rows in batches of 32) or "single_row" (batch 1)."""
+
+    max_latency_ms_per_row: float | None = None
+    min_speedup: float | None = None
+    max_size_mb: float | None = None
+    latency_mode: str = "batched"
+
+    def meets(self, latency_ms: float, speedup: float, size_mb: float, slack: float = 1.0) -> bool:
+        if self.max_latency_ms_per_row is not None and (
+            latency_ms > self.max_latency_ms_per_row * slack
+        ):
+            return False
+        if self.min_speedup is not None and speedup * slack < self.min_speedup:
+            return False
+        return self.max_size_mb is None or size_mb <= self.max_size_mb * slack
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_latency_ms_per_row is not None:
+            parts.append(f"<= {self.max_latency_ms_per_row} ms/row ({self.latency_mode})")
+        if self.min_speedup is not None:
+            parts.append(f">= {self.min_speedup}x the teacher ({self.latency_mode})")
+        if self.max_size_mb is not None:
+            parts.append(f"<= {self.max_size_mb} MB")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A search as resolved at submit: the preset's defaults filled in."""
+
+    presets: str
+    budget: Budget
+    max_trials: int
+    time_limit: float | None = None
+    # Checkpoints to try beside cuts of the teacher; None: the packaged ones.
+    students: list[str] | None = None
+    int8: bool = True
+    no_distill: bool = True
+    candidates: int = 2
+    recipes: list[str] = field(default_factory=lambda: ["default"])
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SearchSpec:
+        return cls(**{**raw, "budget": Budget(**raw["budget"])})
+
+
+def resolve_search(
+    presets: str | None,
+    *,
+    max_latency_ms_per_row: float | None = None,
+    latency_mode: str = "batched",
+    min_speedup: float | None = None,
+    max_size_mb: float | None = None,
+    time_limit: float | None = None,
+    max_trials: int | None = None,
+    students: Sequence[str] | None = None,
+    int8: bool | None = None,
+    no_distill: bool | None = None,
+    recipes: Sequence[str] | None = None,
+) -> SearchSpec:
+    """The search asked for, checked; AutoError names the field at fault."""
+    name = presets or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise AutoError("auto.presets", f"presets must be one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if latency_mode not in LATENCY_MODES:
+        raise AutoError("auto.latency_mode", f"must be one of {', '.join(LATENCY_MODES)}")
+    checks: list[tuple[str, float | None, float]] = [
+        ("auto.max_latency_ms_per_row", max_latency_ms_per_row, 0.0),
+        ("auto.max_size_mb", max_size_mb, 0.0),
+        ("auto.time_limit", time_limit, 0.0),
+    ]
+    for key, value, low in checks:
+        if value is not None and not (math.isfinite(value) and value > low):
+            raise AutoError(key, f"must be a number above {low:g}, got {value}")
+    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup >= 1.0):
+        raise AutoError(
+            "auto.min_speedup", f"must be at least 1 (times the teacher's speed), got {min_speedup}"
+        )
+    if max_trials is not None and max_trials < 1:
+        raise AutoError("auto.max_trials", f"must be at least 1, got {max_trials}")
+    chosen = list(recipes) if recipes is not None else list(preset.recipes)
+    unknown = [r for r in chosen if r not in RECIPES]
+    if unknown or not chosen:
+        raise AutoError(
+            "auto.recipes",
+            f"unknown recipe(s) {', '.join(unknown) or '(none given)'}; recipes are: "
+            f"{', '.join(RECIPES)}",
+        )
+    if max_latency_ms_per_row is None and min_speedup is None and max_size_mb is None:
+        min_speedup = preset.default_min_speedup
+    return SearchSpec(
+        presets=name,
+        budget=Budget(max_latency_ms_per_row, min_speedup, max_size_mb, latency_mode),
+        max_trials=max_trials or preset.max_trials,
+        time_limit=time_limit,
+        students=None if students is None else list(dict.fromkeys(students)),
+        int8=preset.int8 if int8 is None else int8,
+        no_distill=preset.no_distill if no_distill is None else no_distill,
+        candidates=preset.candidates,
+        recipes=list(dict.fromkeys(chosen)),
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A student: a checkpoint ("teacher" for a cut of the teacher) and the layers it keeps."""
+
+    name: str
+    family: str
+    checkpoint: str
+    layers: list[int] | None = None
+
+    def hyperparameters(self) -> dict[str, Any]:
+        keys: dict[str, Any] = {"model.hf_text.checkpoint_name": self.checkpoint}
+        if self.layers is not None:
+            keys["model.hf_text.layers"] = list(self.layers)
+        return keys
+
+
+def spread_layers(depth: int, count: int) -> list[int]:
+    """`count` of `depth` layers spread evenly, first and last included (every other layer when
+    count is half the depth, as DistilBERT)."""
+    if count == 1:
+        return [0]
+    if count * 2 == depth:
+        return list(range(0, depth, 2))
+    return sorted({round(i * (depth - 1) / (count - 1)) for i in range(count)})
+
+
+def teacher_cuts(depth: int) -> list[Candidate]:
+    """Every cut shallower than the teacher: first N layers, and N spread layers."""
+    cuts: list[Candidate] = []
+    for count in range(depth - 1, 0, -1):
+        first = list(range(count))
+        spread = spread_layers(depth, count)
+        cuts.append(
+            Candidate(f"teacher-spread-{count}", "teacher-spread", TEACHER_CHECKPOINT, spread)
+        )
+        if spread != first:
+            cuts.append(
+                Candidate(f"teacher-first-{count}", "teacher-first", TEACHER_CHECKPOINT, first)
+            )
+    return cuts
+
+
+def checkpoint_candidates(names: Sequence[str]) -> list[Candidate]:
+    return [Candidate(_short_name(name), f"checkpoint:{name}", name) for name in names]
+
+
+def _short_name(name: str) -> str:
+    return Path(name).name or name
+
+
+@dataclass
+class _Probe:
+    """The little of a Predictor that `cpu_latency` uses, around a model not saved as a bundle."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    text_columns: list[str]
+    max_text_len: int
+    batch_size: int = 64
+
+    def raw_outputs(self, frame: pd.DataFrame) -> Any:
+        rows = encode_rows(self.tokenizer, frame, self.text_columns, self.max_text_len)
+        return compute_outputs(
+            self.model,
+            rows,
+            batch_size=self.batch_size,
+            pad_token_id=self.tokenizer.pad_token_id or 0,
+            device="cpu",
+        )
+
+
+def measure_latency(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    frame: pd.DataFrame,
+    text_columns: list[str],
+    max_text_len: int,
+    repeats: int = 2,
+) -> dict[str, float]:
+    """CPU ms per row, single-row and batched, exactly as the distillation report measures a
+    saved model (the best of `repeats` runs, so a busy moment of a shared CPU counts less)."""
+    probe = _Probe(model.eval(), tokenizer, text_columns, max_text_len)
+    runs = [cpu_latency(cast(Predictor, probe), frame) for _ in range(repeats)]
+    return {key: min(run[key] for run in runs) for key in runs[0]}
+
+
+@dataclass
+class ProbeResult:
+    candidate: Candidate
+    parameters: int
+    size_mb: float
+    latency: dict[str, float]
+    speedup: float
+    int8_latency: dict[str, float] | None = None
+    int8_speedup: float | None = None
+    int8_size_mb: float | None = None
+    fits: bool = False
+    int8_fits: bool = False
+    pruned: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "candidate": asdict(self.candidate)}
+
+
+def probe_candidates(
+    candidates: Sequence[Candidate],
+    resolve: Callable[[Candidate], tuple[Path, int | list[int] | None]],
+    teacher_folder: Path,
+    rows: pd.DataFrame,
+    config: TrainingConfig,
+    text_columns: list[str],
+    num_labels: int,
+    spec: SearchSpec,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, float], list[ProbeResult]]:
+    """The teacher's latency and every candidate's, measured here on CPU; each result says
+    whether the candidate fits the budget (float, or int8 when the search allows int8)."""
+    mode = LATENCY_KEYS[spec.budget.latency_mode]
+    teacher = load_classifier(teacher_folder, num_labels=num_labels)
+    teacher_latency = measure_latency(
+        teacher.model, teacher.tokenizer, rows, text_columns, config.max_text_len
+    )
+    del teacher
+    results = []
+    for candidate in candidates:
+        if should_stop():
+            break
+        folder, layers = resolve(candidate)
+        backbone = load_classifier(folder, num_labels=num_labels, layers=layers)
+        model = backbone.model.eval()
+        latency = measure_latency(
+            model, backbone.tokenizer, rows, text_columns, config.max_text_len
+        )
+        parameters = count_parameters(model)
+        result = ProbeResult(
+            candidate=candidate,
+            parameters=parameters,
+            size_mb=round(module_memory_bytes(model) / 1e6, 3),
+            latency=latency,
+            speedup=round(teacher_latency[mode] / latency[mode], 3),
+        )
+        result.fits = spec.budget.meets(latency[mode], result.speedup, result.size_mb, PRUNE_SLACK)
+        if spec.int8 and not result.fits:
+            quantized = quantize_linear_int8(model).eval()
+            result.int8_latency = measure_latency(
+                quantized, backbone.tokenizer, rows, text_columns, config.max_text_len
+            )
+            result.int8_speedup = round(teacher_latency[mode] / result.int8_latency[mode], 3)
+            result.int8_size_mb = round(module_memory_bytes(quantized) / 1e6, 3)
+            result.int8_fits = spec.budget.meets(
+                result.int8_latency[mode], result.int8_speedup, result.int8_size_mb, PRUNE_SLACK
+            )
+        if not (result.fits or result.int8_fits):
+            result.pruned = (
+                f"measured {latency[mode]} ms/row ({spec.budget.latency_mode}), "
+                f"{result.speedup}x the teacher, {result.size_mb} MB: cannot meet "
+                f"{spec.budget.describe()}"
+            )
+        results.append(result)
+    return teacher_latency, results
+
+
+def choose_candidates(results: Sequence[ProbeResult], count: int) -> list[ProbeResult]:
+    """The deepest fitting student of each family, largest families first, `count` of them."""
+    best: dict[str, ProbeResult] = {}
+    for result in results:
+        if result.pruned is not None:
+            continue
+        family = result.candidate.family
+        if family not in best or result.parameters > best[family].parameters:
+            best[family] = result
+    ranked = sorted(best.values(), key=lambda r: (-r.parameters, _family_rank(r.candidate)))
+    return ranked[:count]
+
+
+def _family_rank(candidate: Candidate) -> tuple[int, str]:
+    # At equal size, spread layers first (DistilBERT's choice), then the first layers.
+    order = {"teacher-spread": 0, "teacher-first": 1}
+    return order.get(candidate.family, 2), candidate.family
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    name: str
+    candidate: Candidate
+    recipe: str
+    hyperparameters: dict[str, Any]
+    probe: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "candidate": asdict(self.candidate)}
+
+
+def recipe_hyperparameters(recipe: str, base: TrainingConfig) -> dict[str, Any]:
+    if recipe == "high_lr":
+        return {"optimization.learning_rate": min(1.0, base.learning_rate * HIGH_LR_FACTOR)}
+    if recipe == NO_DISTILL:
+        return dict(NO_DISTILL_HYPERPARAMETERS)
+    return dict(RECIPES[recipe])
+
+
+def plan_trials(
+    chosen: Sequence[ProbeResult],
+    spec: SearchSpec,
+    base_hyperparameters: Mapping[str, Any],
+    base: TrainingConfig,
+) -> list[TrialSpec]:
+    """Recipes in order over the chosen students (each student's default first, so a search cut
+    short by its time limit has tried every student once), then the no-distill control."""
+    trials: list[TrialSpec] = []
+    for recipe in spec.recipes:
+        for result in chosen:
+            if len(trials) >= spec.max_trials:
+                break
+            trials.append(_trial(result, recipe, base_hyperparameters, base))
+    if spec.no_distill and chosen:
+        trials.append(_trial(chosen[0], NO_DISTILL, base_hyperparameters, base))
+    return trials
+
+
+def _trial(
+    result: ProbeResult, recipe: str, base_hyperparameters: Mapping[str, Any], base: TrainingConfig
+) -> TrialSpec:
+    hyperparameters = {
+        **base_hyperparameters,
+        **result.candidate.hyperparameters(),
+        **recipe_hyperparameters(recipe, base),
+    }
+    return TrialSpec(
+        name=f"{result.candidate.name}/{recipe}",
+        candidate=result.candidate,
+        recipe=recipe,
+        hyperparameters=hyperparameters,
+        probe=result.to_json(),
+    )
+
+
+# --- the leaderboard -------------------------------------------------------------------------
+
+
+def _speed(report: Mapping[str, Any], side: str, key: str) -> float | None:
+    value = (report.get(side) or {}).get("cpu_latency", {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def trial_rows(trial: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]:
+    """One trial's leaderboard rows: its float student, and its int8 variant when measured.
+
+    `trial` is the service's record of one child job: id, status, spec (TrialSpec.to_json),
+    metrics (the job's), int8 (the variant's comparison, or None), cost_seconds, attempts,
+    started_at, finished_at, worker, model, error."""
+    key = LATENCY_KEYS[budget.latency_mode]
+    metrics = trial.get("metrics") or {}
+    spec = {
+        "name": trial["id"],
+        "recipe": None,
+        **(trial.get("spec") or {}),
+    }
+    candidate = {
+        "name": spec["name"],
+        "checkpoint": None,
+        "layers": None,
+        **spec.get("candidate", {}),
+    }
+    report = metrics.get("report") or {}
+    probe = spec.get("probe") or {}
+    student = report.get("student") or {}
+    latency = _speed(report, "student", key)
+    teacher_latency = _speed(report, "teacher", key)
+    speedup = teacher_latency / latency if latency and teacher_latency else None
+    size_mb = student["size_bytes"] / 1e6 if "size_bytes" in student else None
+    accuracy = (metrics.get("tuning") or {}).get("accuracy", student.get("accuracy"))
+    int8 = trial.get("int8")
+    row: dict[str, Any] = {
+        "trial": trial["id"],
+        "name": spec["name"],
+        "candidate": candidate["name"],
+        "checkpoint": candidate["checkpoint"],
+        "layers": candidate["layers"],
+        "recipe": spec["recipe"],
+        "variant": "float",
+        "status": trial["status"],
+        "tuning_accuracy": accuracy,
+        "latency_ms_per_row": latency,
+        "probe_latency_ms_per_row": (probe.get("latency") or {}).get(key),
+        "speedup": round(speedup, 3) if speedup else None,
+        "size_mb": round(size_mb, 3) if size_mb is not None else None,
+        "parameters": student.get("parameters", probe.get("parameters")),
+        "int8_drop_points": int8.get("accuracy_drop_points") if int8 else None,
+        "cost_seconds": trial.get("cost_seconds"),
+        "attempts": trial.get("attempts"),
+        "worker": trial.get("worker"),
+        "started_at": trial.get("started_at"),
+        "finished_at": trial.get("finished_at"),
+        "model": trial.get("model"),
+        "error": trial.get("error"),
+    }
+    rows = [row]
+    if int8 and accuracy is not None and latency is not None:
+        int8_latency = (int8.get("cpu_latency") or {}).get("variant", {}).get(key)
+        float_latency = (int8.get("cpu_latency") or {}).get("float", {}).get(key)
+        if int8_latency and float_latency:
+            # Scaled onto the report's measurement of the float model, so float and int8 rows
+            # compare with the teacher alike (the variant's timing ran at another moment).
+            scaled = latency * int8_latency / float_latency
+            rows.append(
+                {
+                    **row,
+                    "name": f"{spec['name']}+int8",
+                    "variant": "int8",
+                    "tuning_accuracy": accuracy - int8["accuracy_drop_points"] / 100,
+                    "latency_ms_per_row": round(scaled, 4),
+                    "speedup": round(teacher_latency / scaled, 3) if teacher_latency else None,
+                    "size_mb": probe.get("int8_size_mb") or row["size_mb"],
+                    "int8_drop_points": int8["accuracy_drop_points"],
+                }
+            )
+    for entry in rows:
+        entry["within_budget"] = (
+            budget.meets(
+                entry["latency_ms_per_row"], entry["speedup"] or 0.0, entry["size_mb"] or 0.0
+            )
+            if entry["status"] == "succeeded"
+            and entry["latency_ms_per_row"] is not None
+            and entry["tuning_accuracy"] is not None
+            else None
+        )
+    return rows
+
+
+def teacher_row(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str, Any] | None:
+    """The teacher as the trials' reports measured it (the first report that has it)."""
+    key = LATENCY_KEYS[budget.latency_mode]
+    for trial in trials:
+        report = (trial.get("metrics") or {}).get("report") or {}
+        teacher = report.get("teacher")
+        if teacher:
+            return {
+                "name": "teacher",
+                "variant": "float",
+                "recipe": None,
+                "status": "teacher",
+                "tuning_accuracy": teacher.get("accuracy"),
+                "latency_ms_per_row": _speed(report, "teacher", key),
+                "speedup": 1.0,
+                "size_mb": round(teacher["size_bytes"] / 1e6, 3)
+                if "size_bytes" in teacher
+                else None,
+                "parameters": teacher.get("parameters"),
+                "within_budget": None,
+            }
+    return None
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the points no other point beats on both accuracy and latency (lower is
+    better): sorted by latency, each more accurate than every faster one."""
+    measured = [
+        p
+        for p in points
+        if p.get("latency_ms_per_row") is not None and p.get("tuning_accuracy") is not None
+    ]
+    measured.sort(key=lambda p: (p["latency_ms_per_row"], -p["tuning_accuracy"]))
+    front, best = [], -math.inf
+    for point in measured:
+        if point["tuning_accuracy"] > best:
+            front.append(str(point["name"]))
+            best = point["tuning_accuracy"]
+    return front
+
+
+def choose_best(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The most accurate row within budget (a tie goes to the faster)."""
+    eligible = [r for r in rows if r.get("within_budget")]
+    if not eligible:
+        return None
+    return max(eligible, key=lambda r: (r["tuning_accuracy"], -r["latency_ms_per_row"]))
+
+
+def leaderboard(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str, Any]:
+    """AutoGluon's leaderboard(): every trial (and int8 variant) best first, the teacher, the
+    Pareto frontier of accuracy against latency, and the best row within budget."""
+    rows = [row for trial in trials for row in trial_rows(trial, budget)]
+    rows.sort(
+        key=lambda r: (
+            r["tuning_accuracy"] is None,
+            -(r["tuning_accuracy"] or 0.0),
+            r["latency_ms_per_row"] or math.inf,
+        )
+    )
+    teacher = teacher_row(trials, budget)
+    points = [*rows, *([teacher] if teacher else [])]
+    front = set(pareto_front(points))
+    for point in points:
+        point["pareto"] = point["name"] in front
+    best = choose_best(rows)
+    return {
+        "budget": {**asdict(budget), "describe": budget.describe()},
+        "latency": f"CPU ms per row, {budget.latency_mode} "
+        + ("(batches of 32)" if budget.latency_mode == "batched" else "(batch 1)"),
+        "rows": rows,
+        "teacher": teacher,
+        "frontier": [
+            p["name"]
+            for p in sorted(
+                (p for p in points if p["pareto"]), key=lambda p: p["latency_ms_per_row"]
+            )
+        ],
+        "best": dict(best) if best else None,
+    }

@@ -1,0 +1,185 @@
+"""Auto-distill's ML side without jobs: budgets and presets, candidates, latency probes and
+pruning, trial plans, the leaderboard and its frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distillery.auto import (
+    AutoError,
+    Budget,
+    Candidate,
+    SearchSpec,
+    checkpoint_candidates,
+    choose_candidates,
+    leaderboard,
+    pareto_front,
+    plan_trials,
+    probe_candidates,
+    resolve_search,
+    spread_layers,
+    teacher_cuts,
+)
+from distillery.hyperparams import parse_hyperparameters
+from distillery.report_render import render_frontier
+from tests.factories import qnli_like_frame
+
+
+def test_spread_layers_is_every_other_at_half_depth() -> None:
+    assert spread_layers(6, 3) == [0, 2, 4]
+    assert spread_layers(6, 2) == [0, 5]
+    assert spread_layers(3, 2) == [0, 2]
+    assert spread_layers(4, 1) == [0]
+
+
+def test_teacher_cuts_cover_every_depth_once() -> None:
+    cuts = teacher_cuts(3)
+    assert [(c.name, c.layers) for c in cuts] == [
+        ("teacher-spread-2", [0, 2]),
+        ("teacher-first-2", [0, 1]),
+        ("teacher-spread-1", [0]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"presets": "fastest"}, "auto.presets"),
+        ({"min_speedup": 0.5}, "auto.min_speedup"),
+        ({"max_latency_ms_per_row": 0.0}, "auto.max_latency_ms_per_row"),
+        ({"max_size_mb": -1.0}, "auto.max_size_mb"),
+        ({"time_limit": float("inf")}, "auto.time_limit"),
+        ({"max_trials": 0}, "auto.max_trials"),
+        ({"recipes": ["magic"]}, "auto.recipes"),
+        ({"latency_mode": "p99"}, "auto.latency_mode"),
+    ],
+)
+def test_bad_budget_names_its_field(settings: dict, field: str) -> None:
+    presets = settings.pop("presets", None)
+    with pytest.raises(AutoError) as error:
+        resolve_search(presets, **settings)
+    assert error.value.field == field
+
+
+def test_presets_fill_in_the_budget_and_trials() -> None:
+    spec = resolve_search("fast_inference")
+    assert spec.budget.min_speedup == 3.0 and spec.max_trials == 4
+    given = resolve_search("fast_inference", max_size_mb=50, max_trials=2)
+    assert given.budget.min_speedup is None and given.budget.max_size_mb == 50
+    assert SearchSpec.from_json(given.to_json()) == given
+
+
+def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> None:
+    """Latency measured, not guessed: a budget no cut of the teacher can meet prunes them all."""
+    rows = qnli_like_frame(16)
+    config = parse_hyperparameters({})
+    candidates = teacher_cuts(2)
+    impossible = resolve_search(None, min_speedup=50.0, int8=False)
+    teacher_latency, probes = probe_candidates(
+        candidates,
+        lambda c: (tiny_teacher_dir, c.layers),
+        tiny_teacher_dir,
+        rows,
+        config,
+        ["question", "sentence"],
+        2,
+        impossible,
+    )
+    assert teacher_latency["batched_ms_per_row"] > 0
+    assert probes and all(p.pruned for p in probes)
+    assert choose_candidates(probes, 2) == []
+    easy = resolve_search(None, max_latency_ms_per_row=1e6)
+    _, probes = probe_candidates(
+        candidates,
+        lambda c: (tiny_teacher_dir, c.layers),
+        tiny_teacher_dir,
+        rows,
+        config,
+        ["question", "sentence"],
+        2,
+        easy,
+    )
+    chosen = choose_candidates(probes, 2)
+    assert [p.candidate.name for p in chosen] == ["teacher-spread-1"]
+    trials = plan_trials(chosen, easy, {"optimization.max_epochs": 1}, config)
+    assert [t.recipe for t in trials] == ["default", "hard_labels", "high_lr", "no_distill"]
+    assert trials[0].hyperparameters["model.hf_text.layers"] == [0]
+    assert trials[0].hyperparameters["optimization.max_epochs"] == 1
+    assert trials[2].hyperparameters["optimization.learning_rate"] == pytest.approx(1.5e-4)
+    assert trials[-1].hyperparameters["distiller.soft_label_weight"] == 0.0
+
+
+def trial(name: str, accuracy: float, student_ms: float, status: str = "succeeded") -> dict:
+    candidate = Candidate(name, "teacher-first", "teacher", [0]).__dict__
+    return {
+        "id": f"job_{name}",
+        "status": status,
+        "spec": {"name": name, "candidate": candidate, "recipe": "default", "probe": {}},
+        "metrics": {
+            "tuning": {"accuracy": accuracy},
+            "report": {
+                "student": {
+                    "accuracy": accuracy,
+                    "size_bytes": 4_000_000,
+                    "parameters": 1000,
+                    "cpu_latency": {"batched_ms_per_row": student_ms, "single_row_ms": 1.0},
+                },
+                "teacher": {
+                    "accuracy": 0.9,
+                    "size_bytes": 40_000_000,
+                    "parameters": 10_000,
+                    "cpu_latency": {"batched_ms_per_row": 6.0, "single_row_ms": 3.0},
+                },
+            },
+        },
+        "int8": {
+            "accuracy_drop_points": 1.0,
+            "cpu_latency": {
+                "float": {"batched_ms_per_row": student_ms},
+                "variant": {"batched_ms_per_row": student_ms / 2},
+            },
+        },
+        "model": f"mdl_{name}",
+        "cost_seconds": 10.0,
+    }
+
+
+def test_leaderboard_picks_the_most_accurate_within_budget_and_draws_it() -> None:
+    trials = [
+        trial("deep", 0.86, 3.0),  # 2x the teacher: misses a 3x budget in float, meets it int8
+        trial("shallow", 0.80, 1.5),
+        trial("lost", 0.0, 1.0, status="failed"),
+    ]
+    trials[2]["metrics"] = {}
+    board = leaderboard(trials, Budget(min_speedup=3.0))
+    names = [r["name"] for r in board["rows"]]
+    assert names[:2] == ["deep", "deep+int8"]
+    best = board["best"]
+    assert best["name"] == "deep+int8" and best["variant"] == "int8"
+    assert best["tuning_accuracy"] == pytest.approx(0.85) and best["speedup"] == 4.0
+    assert board["teacher"]["tuning_accuracy"] == 0.9
+    # The teacher is on the frontier (slowest, most accurate); "shallow" float is beaten by
+    # "deep+int8", as fast and more accurate.
+    assert board["frontier"] == ["shallow+int8", "deep+int8", "deep", "teacher"]
+    failed = next(r for r in board["rows"] if r["name"] == "lost")
+    assert failed["within_budget"] is None and failed["status"] == "failed"
+    png = render_frontier({**board, "job": "job_x", "status": "succeeded"})
+    assert png.startswith(b"\x89PNG")
+    assert render_frontier({"rows": [], "budget": {}}).startswith(b"\x89PNG")
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    points = [
+        {"name": "a", "latency_ms_per_row": 1.0, "tuning_accuracy": 0.7},
+        {"name": "b", "latency_ms_per_row": 2.0, "tuning_accuracy": 0.65},
+        {"name": "c", "latency_ms_per_row": 3.0, "tuning_accuracy": 0.8},
+    ]
+    assert pareto_front(points) == ["a", "c"]
+
+
+def test_checkpoint_candidates_are_named_by_folder() -> None:
+    assert checkpoint_candidates(["/models/paraphrase-MiniLM-L3-v2"])[0].name == (
+        "paraphrase-MiniLM-L3-v2"
+    )
