@@ -1,5 +1,7 @@
-"""Models: register an uploaded checkpoint archive (hostile until proven otherwise) or publish a
-finished job's student; list, download and delete them.
+"""Models: register an uploaded checkpoint archive (hostile until proven otherwise) or a folder
+the server already has, or publish a finished job's student; list, download and delete them.
+A checkpoint is a Hugging Face folder or an AutoGluon AutoMM predictor folder (converted once
+to a bundle by distillery/automm.py).
 
 An uploaded archive is unpacked by domain/archives.py (hostile until proven otherwise), then
 checked by the checks every bundle passes, trained ones too (distillery/bundle_checks.py).
@@ -31,10 +33,10 @@ from distillery.bundle_checks import (
 from distillery.onnx import write_onnx_package
 from distillery.predictor import Predictor
 from distillery.variants import example_rows
-from domain.archives import extract_archive
+from domain.archives import MAX_ARCHIVE_MEMBERS, extract_archive
 from domain.auth import Caller
 from domain.datasets import clean_name
-from domain.errors import Conflict, Invalid
+from domain.errors import Conflict, Forbidden, Invalid, TooLarge
 from domain.orm import Job, Model, is_well_formed_id, new_id, utcnow
 from domain.rows import visible_page, visible_row
 from domain.status import TERMINAL_STATUSES
@@ -77,19 +79,9 @@ def register_upload(
         unpacked.mkdir()
         extract_archive(content, filename, unpacked)
         lineage = {"source": "upload", "filename": filename}
-        try:
-            automm = automm_root(unpacked)
-            if automm is not None:  # an AutoGluon AutoMM predictor: converted to a bundle
-                root = Path(scratch) / "bundle"
-                metadata = bundle_from_automm(automm, root, labels, text_columns, lineage)
-            else:
-                root = checkpoint_root(unpacked)
-                metadata = bundle_from_checkpoint(root, labels, text_columns, lineage)
-        except CheckpointError as exc:
-            detail = str(exc).replace(scratch, "<archive>")
-            raise Invalid(exc.title, detail, field=exc.field) from exc
-        model_id = new_id("mdl")
-        destination = store.put_folder(model_key(model_id), root)
+        model_id, destination, metadata = _store_checkpoint(
+            store, Path(scratch), unpacked, text_columns, labels, lineage
+        )
     return _record_model(
         session,
         model_id,
@@ -100,6 +92,130 @@ def register_upload(
         job_id=None,
         owner=owner,
     )
+
+
+def register_server_folder(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    roots: list[Path],
+    raw_path: str,
+    max_bytes: int,
+    name: str | None,
+    text_columns: list[str] | None,
+    labels: list[str] | None,
+    owner: str | None,
+) -> Model:
+    """Register a checkpoint folder (or an AutoMM predictor folder) the server already has,
+    from under `roots` (DISTILLERY_ALLOWED_DATA_ROOTS), with the archive upload's checks. It is
+    copied in first: later changes to the folder do not change the model. An AutoMM predictor
+    reads the text columns in its assets.json when none are given."""
+    folder = allowed_folder(roots, raw_path)
+    if text_columns:
+        _check_text_columns(text_columns)
+    with tempfile.TemporaryDirectory(dir=store.scratch_dir()) as scratch:
+        unpacked = Path(scratch) / "unpacked"
+        copy_plain_folder(folder, unpacked / folder.name, max_bytes)
+        lineage = {"source": "upload", "path": raw_path}
+        model_id, destination, metadata = _store_checkpoint(
+            store, Path(scratch), unpacked, text_columns or [], labels, lineage
+        )
+    return _record_model(
+        session,
+        model_id,
+        clean_name(name, folder.name),
+        "upload",
+        destination,
+        metadata,
+        job_id=None,
+        owner=owner,
+    )
+
+
+def _store_checkpoint(
+    store: ArtifactStore,
+    scratch: Path,
+    unpacked: Path,
+    text_columns: list[str],
+    labels: list[str] | None,
+    lineage: dict[str, Any],
+) -> tuple[str, Path, BundleMetadata]:
+    """Check (and convert, for an AutoMM predictor) an unpacked checkpoint and put its bundle
+    in the store; returns the new model id, its folder and its metadata."""
+    try:
+        automm = automm_root(unpacked)
+        if automm is not None:  # an AutoGluon AutoMM predictor: converted to a bundle
+            root = scratch / "bundle"
+            metadata = bundle_from_automm(automm, root, labels, text_columns, lineage)
+        else:
+            _check_text_columns(text_columns)
+            root = checkpoint_root(unpacked)
+            metadata = bundle_from_checkpoint(root, labels, text_columns, lineage)
+    except CheckpointError as exc:
+        detail = str(exc).replace(str(unpacked), "<archive>").replace(str(scratch), "<archive>")
+        raise Invalid(exc.title, detail, field=exc.field) from exc
+    model_id = new_id("mdl")
+    return model_id, store.put_folder(model_key(model_id), root), metadata
+
+
+def allowed_folder(roots: list[Path], raw_path: str) -> Path:
+    """A folder the server may read: absolute, and (links resolved) under one of `roots`."""
+    if not roots:
+        raise Forbidden(
+            "Server paths disabled",
+            "this server does not register server-side folders (DISTILLERY_ALLOWED_DATA_ROOTS "
+            "is empty); upload the folder as an archive with POST /v1/models instead",
+            field="path",
+        )
+    if "\x00" in raw_path or not Path(raw_path).is_absolute():
+        raise Invalid("Invalid path", "path must be an absolute path on the server", field="path")
+    resolved = Path(raw_path).resolve()
+    allowed = [root.resolve() for root in roots]
+    if not any(resolved.is_relative_to(root) for root in allowed):
+        raise Forbidden(
+            "Path not allowed",
+            f"'{raw_path}' is outside the folders this server may read "
+            f"({', '.join(str(root) for root in allowed)})",
+            field="path",
+        )
+    if not resolved.is_dir():
+        raise Invalid("Folder not found", f"no folder at '{raw_path}'", field="path")
+    return resolved
+
+
+def copy_plain_folder(source: Path, destination: Path, max_bytes: int) -> None:
+    """Copy a folder's regular files and subfolders, as an archive's members are checked: no
+    links (a link could reach files outside the allowed roots), no other kinds of file, at most
+    MAX_ARCHIVE_MEMBERS entries and `max_bytes` in all."""
+    entries = total = 0
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source).as_posix()
+        entries += 1
+        if entries > MAX_ARCHIVE_MEMBERS:
+            raise Invalid(
+                "Too many files",
+                f"the folder has over {MAX_ARCHIVE_MEMBERS} entries",
+                field="path",
+            )
+        if path.is_symlink():
+            raise Invalid(
+                "Unsafe folder", f"'{relative}' is a link; links are not followed", field="path"
+            )
+        if path.is_dir():
+            (destination / relative).mkdir(parents=True, exist_ok=True)
+            continue
+        if not path.is_file():
+            raise Invalid("Unsafe folder", f"'{relative}' is not a regular file", field="path")
+        total += path.stat().st_size
+        if total > max_bytes:
+            raise TooLarge(
+                "Folder too large",
+                f"the folder holds over {max_bytes} bytes, the upload limit",
+                field="path",
+            )
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination / relative)
+    destination.mkdir(parents=True, exist_ok=True)
 
 
 def publish_trained(

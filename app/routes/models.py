@@ -6,12 +6,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from app.cursors import CursorQuery, from_domain, to_domain
 from app.deps import CallerDep, IdempotencyDep, PredictorsDep, SessionDep, SettingsDep, StoreDep
 from app.errors import Problem, problem_responses
-from app.idempotency import fingerprint_upload
+from app.idempotency import fingerprint_json, fingerprint_upload
 from app.schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -37,6 +38,7 @@ from domain.models import (
     get_model,
     list_models,
     onnx_archive,
+    register_server_folder,
     register_upload,
 )
 from domain.orm import Model, ModelVariant
@@ -75,7 +77,10 @@ async def create_model(
     settings: SettingsDep,
     caller: CallerDep,
     idempotency: IdempotencyDep,
-    file: UploadFile = File(description="Hugging Face checkpoint folder as .zip or .tar.gz"),
+    file: UploadFile = File(
+        description="Hugging Face checkpoint folder, or a folder AutoGluon's "
+        "MultiModalPredictor.save() wrote, as .zip or .tar.gz"
+    ),
     text_columns: str = Form(
         description="Comma-separated input columns, e.g. question,sentence",
         # At least one name: a character that is not a separator, quote or bracket.
@@ -93,7 +98,13 @@ async def create_model(
     The archive is treated as hostile: links, paths leaving the archive, too many members, too
     much unpacked data, zip bombs, pickled weights (.bin, .pt, .pkl: convert to safetensors) and
     checkpoints that need their own code are refused; config, weights, tokenizer and label map
-    must load before the model is registered."""
+    must load before the model is registered.
+
+    An AutoGluon AutoMM predictor folder (MultiModalPredictor.save(), the hf_text model, text
+    classification or regression) is converted to a model that computes what AutoMM does: its
+    model.ckpt is read as tensors only (torch.load with weights_only=True) or refused, its .pkl
+    files are never unpickled; a classifier needs `labels` (AutoMM keeps class names only in a
+    pickle), which are ordered as AutoMM's label encoder orders them (sorted)."""
     content = await read_capped(file, settings.max_upload_bytes)
     filename = file.filename or "checkpoint.zip"
     form = {"filename": filename, "text_columns": text_columns, "name": name, "labels": labels}
@@ -113,6 +124,77 @@ async def create_model(
         return model_out(model)
 
     return await idempotency.run(fingerprint_upload(content, form), 201, create)
+
+
+class ModelFromPath(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "path": "/data/shared/ag_distillation_sample_teacher",
+                    "labels": ["entailment", "not_entailment"],
+                }
+            ]
+        },
+    )
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        # Absolute, with no NUL byte: what the server can look up at all.
+        pattern=r"^/[^\u0000]*$",
+        description="A checkpoint or AutoMM predictor folder on the server, under one of "
+        "DISTILLERY_ALLOWED_DATA_ROOTS",
+    )
+    name: str | None = Field(default=None, max_length=255)
+    text_columns: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        default=None,
+        description="Input columns, in order (default for an AutoMM predictor: its own)",
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
+        default=None,
+        description="Class names in output order (default: the checkpoint's id2label; an "
+        "AutoMM classifier needs them, in any order)",
+    )
+
+
+@router.post(
+    "/from-path",
+    status_code=201,
+    response_model=ModelOut,
+    operation_id="register_model_path",
+    responses=problem_responses(403, 409, 413, 422),
+)
+async def register_model_path(
+    request: ModelFromPath,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    idempotency: IdempotencyDep,
+) -> ModelOut | JSONResponse:
+    """Register a checkpoint folder the server can already read (a Hugging Face checkpoint or
+    an AutoMM predictor folder, checked as archive uploads are), from under
+    DISTILLERY_ALLOWED_DATA_ROOTS (403 outside them, or when none are configured). The folder is
+    copied in: later changes to it do not change the model."""
+
+    async def create() -> ModelOut:
+        model = await run_in_threadpool(
+            register_server_folder,
+            session,
+            store,
+            roots=settings.allowed_data_roots,
+            raw_path=request.path,
+            max_bytes=settings.max_upload_bytes,
+            name=request.name,
+            text_columns=request.text_columns,
+            labels=request.labels,
+            owner=caller.owner,
+        )
+        return model_out(model)
+
+    return await idempotency.run(fingerprint_json(request), 201, create)
 
 
 @router.get(

@@ -1,6 +1,7 @@
-"""An AutoGluon AutoMM predictor folder through the real ASGI app: uploaded as an archive it is
-registered as a Distillery model and answers predict_proba over HTTP as AutoMM's own
-predict_proba did; a pickle planted where the weights belong is a 422 naming the file."""
+"""An AutoGluon AutoMM predictor folder through the real ASGI app: uploaded as an archive or
+registered from a server path it becomes a Distillery model and answers predict_proba over
+HTTP as AutoMM's own predict_proba did; a pickle planted where the weights belong is a 422
+naming the file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
+from app.main import create_app
+from domain.config import Settings
 from tests.api.test_api import assert_problem
 from tests.conftest import zip_folder
 
@@ -36,6 +39,10 @@ def test_an_automm_predictor_archive_is_registered_and_predicts_as_automm(
     assert automm["version"] == "1.6.3" and "sorted" in automm["label_order"]
     assert automm["never_read"] == ["data_processors.pkl", "df_preprocessor.pkl", "eval_metric.pkl"]
 
+    assert_predicts_as_automm(client, model)
+
+
+def assert_predicts_as_automm(client: TestClient, model: dict) -> None:
     answered = client.post(
         f"/v1/models/{model['id']}/predict_proba", json={"rows": EXPECTED["rows"]}
     )
@@ -64,3 +71,33 @@ def test_a_pickle_planted_as_the_weights_is_a_422_naming_the_file(
         data={"text_columns": "question,sentence"},
     )
     assert_problem(unnamed, 422, field="labels", says="df_preprocessor.pkl")
+
+
+def test_an_automm_predictor_folder_is_registered_from_a_server_path(
+    sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shutil.copytree(PREDICTOR, shared / "ag_teacher")
+    settings = sqlite_settings.model_copy(update={"allowed_data_roots": [shared]})
+    with TestClient(create_app(settings)) as client:
+        # No text_columns: the predictor's own, from its assets.json.
+        body = {"path": str(shared / "ag_teacher"), "labels": ["not_entailment", "entailment"]}
+        response = client.post("/v1/models/from-path", json=body)
+        assert response.status_code == 201, response.text
+        model = response.json()
+        assert model["text_columns"] == ["question", "sentence"]
+        assert model["lineage"]["path"] == body["path"]
+        assert_predicts_as_automm(client, model)
+
+        planted = shared / "planted"
+        shutil.copytree(PREDICTOR, planted)
+        (planted / "model.ckpt").write_bytes(pickle.dumps({"state_dict": print}, protocol=2))
+        refused = client.post("/v1/models/from-path", json={**body, "path": str(planted)})
+        assert_problem(refused, 422, field="file", says="model.ckpt")
+
+        (planted / "model.ckpt").unlink()
+        (planted / "model.ckpt").symlink_to(PREDICTOR / "model.ckpt")
+        linked = client.post("/v1/models/from-path", json={**body, "path": str(planted)})
+        assert_problem(linked, 422, field="path", says="'model.ckpt' is a link")
+        outside = client.post("/v1/models/from-path", json={**body, "path": str(PREDICTOR)})
+        assert_problem(outside, 403, field="path", says="outside the folders")
