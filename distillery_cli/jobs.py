@@ -128,6 +128,17 @@ def jobs_submit(client: Client, args: argparse.Namespace) -> int:
         "text_columns": names(args.text_columns),
     }
     request.update({key: value for key, value in optional.items() if value is not None})
+    auto = {
+        "presets": args.presets,
+        "time_limit": args.time_limit,
+        "max_trials": args.max_trials,
+        "min_speedup": args.min_speedup,
+        "max_latency_ms_per_row": args.max_latency_ms,
+        "max_size_mb": args.max_size_mb,
+    }
+    if args.auto or any(value is not None for value in auto.values()):
+        request["kind"] = "auto_distill"
+        request["auto"] = {key: value for key, value in auto.items() if value is not None}
     job = client.submit_job(request)
     if args.watch:
         print(f"submitted {job.id} ({job.kind})", file=sys.stderr)
@@ -212,6 +223,55 @@ def jobs_report(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _number_or_none(value: Any, digits: int) -> str:
+    return "" if not is_number(value) else f"{value:.{digits}f}"
+
+
+LEADERBOARD_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("NAME", lambda r: r.get("name")),
+    ("STATUS", lambda r: r.get("status")),
+    ("TUNING_ACC", lambda r: _number_or_none(r.get("tuning_accuracy"), 4)),
+    ("MS/ROW", lambda r: _number_or_none(r.get("latency_ms_per_row"), 3)),
+    ("SPEEDUP", lambda r: _number_or_none(r.get("speedup"), 2)),
+    ("SIZE_MB", lambda r: _number_or_none(r.get("size_mb"), 2)),
+    ("PARAMS", lambda r: r.get("parameters")),
+    ("INT8_DROP", lambda r: _number_or_none(r.get("int8_drop_points"), 2)),
+    ("COST_S", lambda r: _number_or_none(r.get("cost_seconds"), 0)),
+    (
+        "FITS",
+        lambda r: "" if r.get("within_budget") is None else "yes" if r["within_budget"] else "no",
+    ),
+    ("PARETO", lambda r: "*" if r.get("pareto") else ""),
+]
+
+
+def jobs_leaderboard(client: Client, args: argparse.Namespace) -> int:
+    job = client.job(args.job_id)
+    if args.png is not None:
+        png = job.leaderboard_png()
+        Path(args.png).write_bytes(png)
+        print(f"wrote {args.png} ({len(png)} bytes)")
+        return 0
+    board = job.leaderboard_data()
+    if args.json:
+        print_json(board)
+        return 0
+    rows = list(board["rows"]) + ([board["teacher"]] if board.get("teacher") else [])
+    print(
+        f"{job.id}: {board['status']} ({board.get('phase')}), budget {board['budget']['describe']}"
+    )
+    print(f"latency: {board['latency']}")
+    print_table(rows, LEADERBOARD_COLUMNS)
+    best = board.get("best")
+    print(
+        f"best within budget: {best['name']} -> model {best['model']}" if best else "best: none yet"
+    )
+    pruned = [c for c in board.get("candidates", []) if c.get("pruned")]
+    for candidate in pruned:
+        print(f"pruned before training: {candidate['candidate']['name']}: {candidate['pruned']}")
+    return 0
+
+
 def jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     job = client.job(args.job_id).cancel()
     if args.json:
@@ -249,12 +309,22 @@ def add_job_commands(commands: Any, options: argparse.ArgumentParser) -> None:
     )
     submit.add_argument("--hyperparameters", metavar="FILE", help="JSON object of dotted keys")
     submit.add_argument("--accelerator", choices=["any", "gpu", "cpu"], default="any")
+    search = submit.add_argument_group(
+        "auto-distill (with --teacher and --tuning: the server searches students and recipes)"
+    )
+    search.add_argument("--auto", action="store_true", help="an auto_distill job")
+    search.add_argument("--presets", choices=["fast_inference", "medium_quality", "best_quality"])
+    search.add_argument("--time-limit", type=float, help="seconds the search may spend")
+    search.add_argument("--max-trials", type=int)
+    search.add_argument("--min-speedup", type=float, help="times the teacher's CPU speed")
+    search.add_argument("--max-latency-ms", type=float, help="CPU ms per row (batched)")
+    search.add_argument("--max-size-mb", type=float)
     submit.add_argument("--watch", action="store_true", help="then watch it (see jobs watch)")
     list_jobs = leaf(job_commands, "list", jobs_list, "jobs, newest first")
     list_jobs.add_argument(
         "--status", choices=["queued", "running", "succeeded", "failed", "cancelled"]
     )
-    list_jobs.add_argument("--kind", choices=["finetune", "distill"])
+    list_jobs.add_argument("--kind", choices=["finetune", "distill", "auto_distill"])
     show = leaf(job_commands, "show", jobs_show, "status, progress, metrics summary")
     show.add_argument("job_id")
     show.add_argument("--events", action="store_true", help="also the job's events")
@@ -279,5 +349,13 @@ def add_job_commands(commands: Any, options: argparse.ArgumentParser) -> None:
     report.add_argument("--format", choices=["json", "png", "html"], default="json")
     report.add_argument("--figure", choices=["curves", "bars", "overview"], help="for png")
     report.add_argument("-o", "--output", help="file for png or html")
+    board = leaf(
+        job_commands,
+        "leaderboard",
+        jobs_leaderboard,
+        "an auto_distill job's trials: accuracy, latency, size, cost, the Pareto frontier",
+    )
+    board.add_argument("job_id")
+    board.add_argument("--png", metavar="FILE", help="write the accuracy-latency plot instead")
     cancel = leaf(job_commands, "cancel", jobs_cancel, "cancel a queued or running job")
     cancel.add_argument("job_id")

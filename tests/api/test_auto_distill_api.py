@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -81,3 +82,47 @@ def test_a_search_is_queued_planning_and_has_a_leaderboard(
         },
     ).json()
     assert_problem(client.get(f"/v1/jobs/{other['id']}/leaderboard"), 422, field="job_id")
+
+
+def test_client_and_cli_show_a_finished_search(
+    client: TestClient, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A search finished in the database (tests/unit/test_auto_lifecycle.py's rows): the
+    client's leaderboard() is a DataFrame, `distillery jobs leaderboard` prints its table."""
+    import argparse
+
+    from distillery_cli.jobs import jobs_leaderboard
+    from distillery_client import Client
+    from domain.auto_distill import advance, children
+    from tests.unit.test_auto_lifecycle import queue_trials, succeed
+
+    with client.app.state.session_factory() as session:  # type: ignore[attr-defined]
+        search = queue_trials(session)
+        first, second = children(session, search.id)
+        succeed(session, first, 0.8, 2.0)
+        succeed(session, second, 0.85, 20.0)
+        assert advance(session, search.id) == "succeeded"
+        search_id, first_id = search.id, first.id
+
+    def through_app(request: httpx.Request) -> httpx.Response:
+        answer = client.request(
+            request.method, str(request.url), headers=request.headers, content=request.content
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    remote = Client("http://testserver", transport=httpx.MockTransport(through_app))
+    job = remote.job(search_id)
+    assert job.status == "succeeded" and job.model_id == f"mdl_{first_id}"
+    board = job.leaderboard()
+    # Best first: the 0.85 trial (which misses the 5 ms budget), then the one chosen.
+    assert list(board["tuning_accuracy"])[:2] == [0.85, 0.8]
+    assert board.iloc[-1]["name"] == "teacher"
+    assert bool(board.set_index("name").loc[first_id, "within_budget"]) is True
+    assert [t.id for t in job.trials()] != []
+    args = argparse.Namespace(job_id=search_id, png=None, json=False)
+    assert jobs_leaderboard(remote, args) == 0
+    out = capsys.readouterr().out
+    assert "TUNING_ACC" in out and f"best within budget: {first_id}" in out
+    png = tmp_path / "frontier.png"
+    assert jobs_leaderboard(remote, argparse.Namespace(job_id=search_id, png=str(png))) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
