@@ -42,12 +42,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedToken
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from distillery.backbones import count_parameters, load_tokenizer
-from distillery.bundle import BundleMetadata, write_metadata
+from distillery.bundle import METADATA_FILE, BundleMetadata, read_metadata, write_metadata
 from distillery.bundle_checks import (
     PICKLED_SUFFIXES,
     TOKENIZER_FILES,
     CheckpointError,
     check_config,
+    check_files,
 )
 
 ASSETS, CONFIG, WEIGHTS, BACKBONE = "assets.json", "config.yaml", "model.ckpt", "hf_text"
@@ -453,3 +454,34 @@ def load_pooled_classifier(
     head.load_state_dict(head_state)
     model = PooledHeadClassifier(encoder, head, str(metadata.head.get("pooling", "cls")))
     return model.eval(), load_tokenizer(folder)
+
+
+def is_pooled_bundle(folder: Path) -> bool:
+    """A bundle converted from an AutoMM predictor (downloaded, and now uploaded again)."""
+    return (folder / HEAD_FILE).is_file() and (folder / METADATA_FILE).is_file()
+
+
+def rebundle_pooled(
+    root: Path, labels: list[str] | None, text_columns: list[str], lineage: dict[str, Any]
+) -> BundleMetadata:
+    """Check a converted AutoMM bundle uploaded again and keep its head and text packing (as a
+    plain checkpoint it would get a fresh Hugging Face head); returns its new metadata."""
+    check_files(root)
+    try:
+        metadata = read_metadata(root)
+        model, _ = load_pooled_classifier(root, metadata)
+    except Exception as exc:  # a bundle whose files do not load together
+        raise CheckpointError("Unusable checkpoint", f"{HEAD_FILE} does not load: {exc}") from exc
+    outputs = int(model.head.out_features)
+    names = labels or metadata.labels
+    if metadata.problem_type != "regression" and len(names) != outputs:
+        raise CheckpointError(
+            "Label map mismatch",
+            f"labels lists {len(names)} names but the head has {outputs} outputs",
+            field="labels",
+        )
+    metadata.labels, metadata.lineage = list(names), {**metadata.lineage, **lineage}
+    if text_columns:
+        metadata.text_columns = text_columns
+    write_metadata(root, metadata)
+    return metadata

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from transformers import AutoConfig
 
-from distillery.automm import automm_root, bundle_from_automm
+from distillery.automm import automm_root, bundle_from_automm, is_pooled_bundle, rebundle_pooled
 from distillery.backbones import Backbone, BackboneError, resolve_checkpoint
 from distillery.bundle import METADATA_FILE, BundleMetadata, save_bundle, size_on_disk
 from distillery.bundle_checks import (
@@ -150,7 +150,10 @@ def _store_checkpoint(
         else:
             _check_text_columns(text_columns)
             root = checkpoint_root(unpacked)
-            metadata = bundle_from_checkpoint(root, labels, text_columns, lineage)
+            if is_pooled_bundle(root):  # a converted AutoMM predictor's bundle, again
+                metadata = rebundle_pooled(root, labels, text_columns, lineage)
+            else:
+                metadata = bundle_from_checkpoint(root, labels, text_columns, lineage)
     except CheckpointError as exc:
         detail = str(exc).replace(str(unpacked), "<archive>").replace(str(scratch), "<archive>")
         raise Invalid(exc.title, detail, field=exc.field) from exc

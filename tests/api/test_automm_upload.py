@@ -41,6 +41,19 @@ def test_an_automm_predictor_archive_is_registered_and_predicts_as_automm(
 
     assert_predicts_as_automm(client, model)
 
+    # Its bundle, downloaded and uploaded again, keeps AutoMM's head and text packing.
+    bundle = client.get(f"/v1/models/{model['id']}/download")
+    assert bundle.status_code == 200
+    again = client.post(
+        "/v1/models",
+        files={"file": ("again.tar.gz", bundle.content)},
+        data={"text_columns": "question,sentence"},
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["labels"] == model["labels"]
+    assert again.json()["architecture"] == "AutoMMHFTextClassifier"
+    assert_predicts_as_automm(client, again.json())
+
 
 def assert_predicts_as_automm(client: TestClient, model: dict) -> None:
     answered = client.post(
