@@ -7,6 +7,12 @@ thread so the event loop never blocks on inference, and hands each caller its ow
 its own order. While a batch runs, new requests pile up and form the next batch, so under load
 batches fill without waiting.
 
+A batch may be run as chunks (`chunk_rows`), its requests ordered by `sort_key` (their token
+length) so each chunk pads little. Each chunk's callers are answered as soon as it is done, not
+when the whole batch is: with a fixed number of clients each waiting for its answer, answering
+early brings their next requests in while the later chunks still run, so the inference thread
+finds the next batch queued instead of idling while it forms.
+
 If a merged batch raises, each of its requests is run again on its own: one bad request fails
 alone instead of failing the strangers it was batched with.
 """
@@ -85,6 +91,8 @@ class MicroBatcher(Generic[Item, Result]):
         max_wait_ms: float = 5.0,
         max_queue_rows: int = 1024,
         rows_of: Callable[[Item], int] = lambda item: 1,
+        chunk_rows: int | None = None,
+        sort_key: Callable[[Item], int] | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.run_batch = run_batch
@@ -93,6 +101,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_wait_seconds = max(0.0, max_wait_ms) / 1000
         self.max_queue_rows = max(1, max_queue_rows)
         self.rows_of = rows_of
+        self.chunk_rows = max(1, chunk_rows) if chunk_rows else self.max_batch_size
+        self.sort_key = sort_key
         self.on_batch = on_batch
         self._queue: deque[_Queued[Item, Result]] = deque()
         self._queued_rows = 0
@@ -150,23 +160,46 @@ class MicroBatcher(Generic[Item, Result]):
             self._last_batch_requests = len(batch)
             if self.on_batch is not None:
                 self.on_batch(sum(q.rows for q in batch))
-            started = time.monotonic()
-            outcomes = await loop.run_in_executor(
-                self.executor, _run_isolated, self.run_batch, [q.item for q in batch]
-            )
-            elapsed = time.monotonic() - started
-            if elapsed > 0:
-                rate = sum(q.rows for q in batch) / elapsed
-                self._rows_per_second = (
-                    rate if self._rows_per_second == 0 else 0.8 * self._rows_per_second + 0.2 * rate
-                )
-            for queued, outcome in zip(batch, outcomes, strict=True):
-                if queued.future.done():
+            for chunk in self._chunks(batch):
+                # A caller may have given up while earlier chunks ran: skip it, as when taken.
+                chunk = [queued for queued in chunk if not queued.future.done()]
+                if not chunk:
                     continue
-                if isinstance(outcome, BaseException):
-                    queued.future.set_exception(outcome)
-                else:
-                    queued.future.set_result(outcome)
+                started = time.monotonic()
+                outcomes = await loop.run_in_executor(
+                    self.executor, _run_isolated, self.run_batch, [q.item for q in chunk]
+                )
+                self._note_rate(sum(q.rows for q in chunk), time.monotonic() - started)
+                for queued, outcome in zip(chunk, outcomes, strict=True):
+                    if queued.future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        queued.future.set_exception(outcome)
+                    else:
+                        queued.future.set_result(outcome)
+
+    def _chunks(self, batch: Sequence[_Queued[Item, Result]]) -> list[list[_Queued[Item, Result]]]:
+        """The batch in runs of at most `chunk_rows` rows (a bigger request runs alone), in
+        `sort_key` order when there is one."""
+        if self.sort_key is not None:
+            key = self.sort_key
+            batch = sorted(batch, key=lambda queued: key(queued.item))
+        chunks: list[list[_Queued[Item, Result]]] = []
+        rows = 0
+        for queued in batch:
+            if not chunks or rows + queued.rows > self.chunk_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(queued)
+            rows += queued.rows
+        return chunks
+
+    def _note_rate(self, rows: int, elapsed: float) -> None:
+        if elapsed > 0:
+            rate = rows / elapsed
+            self._rows_per_second = (
+                rate if self._rows_per_second == 0 else 0.8 * self._rows_per_second + 0.2 * rate
+            )
 
     async def _wait_for_company(self) -> None:
         """Wait until a full batch is queued or the oldest request has waited max_wait.

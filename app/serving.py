@@ -15,16 +15,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
-import pandas as pd
 import torch
 from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
@@ -67,6 +66,11 @@ class BatchingPolicy:
         return self.max_batch_rows if device.startswith("cuda") else min(8, self.max_batch_rows)
 
 
+def longest_row(rows: list[EncodedRow]) -> int:
+    """A request's token length, the order its batch is run in (so each chunk pads little)."""
+    return max((len(row["input_ids"]) for row in rows), default=0)
+
+
 @dataclass
 class ServedModel:
     """A loaded, warmed-up model variant and the batcher that feeds it."""
@@ -80,14 +84,52 @@ class ServedModel:
 
     def encode(self, rows: RequestRows) -> list[EncodedRow]:
         """One request's rows as token ids: done before they queue, off the inference thread."""
-        columns = self.predictor.metadata.text_columns
-        return self.predictor.encode(pd.DataFrame.from_records(rows, columns=columns))
+        return self.predictor.encode_records(rows)
 
     def forward(self, requests: list[list[EncodedRow]]) -> list[np.ndarray]:
         """Raw outputs for each request's rows, from one forward pass over all of them."""
         outputs = self.predictor.forward([row for request in requests for row in request])
         bounds = np.cumsum([len(request) for request in requests])[:-1]
         return list(np.split(outputs, bounds))
+
+
+Key = TypeVar("Key", bound=Hashable)
+Value = TypeVar("Value")
+
+
+class TtlCache(Generic[Key, Value]):
+    """A small thread-safe map whose entries expire `ttl_seconds` after they were put, holding
+    at most `max_entries` (the oldest put goes first). `ttl_seconds` 0 keeps nothing."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 4096) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Key, tuple[float, Value]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Key) -> Value | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            return entry[1]
+
+    def put(self, key: Key, value: Value) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = (time.monotonic() + self.ttl_seconds, value)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def discard(self, matches: Callable[[Key], bool]) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if matches(k)]:
+                del self._entries[key]
 
 
 @dataclass(frozen=True)
@@ -97,13 +139,14 @@ class ServingContext:
     cache: PredictorCache
     store: ArtifactStore
     settings: Settings
+    session_factory: Callable[[], Session]
 
 
 async def serving_context(request: Request) -> ServingContext:
     # Async on purpose: FastAPI runs a plain `def` dependency in the thread pool, and on the
     # predict hot path every such hop costs more than the lookup itself.
     state = request.app.state
-    return ServingContext(state.predictors, state.store, state.settings)
+    return ServingContext(state.predictors, state.store, state.settings, state.session_factory)
 
 
 def make_predictor_cache(settings: Settings) -> PredictorCache:
@@ -120,6 +163,7 @@ def make_predictor_cache(settings: Settings) -> PredictorCache:
             chunk_rows=settings.predict_chunk_rows,
         ),
         inference_threads=settings.inference_threads,
+        lookup_ttl_seconds=settings.predict_lookup_ttl_seconds,
     )
 
 
@@ -136,6 +180,7 @@ class PredictorCache:
         inference_threads: int = 1,
         on_batch: Callable[[int], None] | None = None,
         on_event: Callable[[str], None] | None = None,
+        lookup_ttl_seconds: float = 0.0,
     ) -> None:
         self.capacity = max(1, capacity)
         self.max_bytes = max_bytes
@@ -151,6 +196,11 @@ class PredictorCache:
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._failures: dict[tuple[str, str], str] = {}
+        # What predict read from the database about a model, by (model id, variant asked for,
+        # key id), kept briefly: see DISTILLERY_PREDICT_LOOKUP_TTL_SECONDS.
+        self.lookups: TtlCache[tuple[str, str | None, str | None], Any] = TtlCache(
+            lookup_ttl_seconds
+        )
 
     def lookup(self, model_id: str, variant: str = "float") -> ServedModel | None:
         """The loaded model, marked most recently used; never blocks on a load."""
@@ -208,6 +258,7 @@ class PredictorCache:
 
     def evict(self, model_id: str) -> None:
         """Forget every loaded variant of a model (it was deleted or changed)."""
+        self.lookups.discard(lambda key: key[0] == model_id)
         with self._lock:
             for key in [k for k in self._served if k[0] == model_id]:
                 del self._served[key]
@@ -252,6 +303,8 @@ class PredictorCache:
             max_wait_ms=self.policy.max_wait_ms,
             max_queue_rows=self.policy.max_queue_rows,
             rows_of=len,
+            chunk_rows=self.policy.forward_rows(self.device),
+            sort_key=longest_row,
             on_batch=self.on_batch,
         )
         # Warm-up: the first forward pass pays for lazy kernels and allocator growth.

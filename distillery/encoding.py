@@ -19,7 +19,10 @@ def row_texts(
     frame: pd.DataFrame, text_columns: Sequence[str]
 ) -> tuple[list[str], list[str] | None]:
     """First text column as the text; the others, joined, as the second segment of a pair."""
-    columns = [frame[c].fillna("").astype(str).tolist() for c in text_columns]
+    return _texts_and_pairs([frame[c].fillna("").astype(str).tolist() for c in text_columns])
+
+
+def _texts_and_pairs(columns: list[list[str]]) -> tuple[list[str], list[str] | None]:
     if len(columns) == 1:
         return columns[0], None
     if len(columns) == 2:
@@ -42,7 +45,34 @@ def encode_rows(
         return []
     if column_segments is not None:
         return encode_columns(tokenizer, frame, text_columns, max_length, column_segments)
-    texts, pairs = row_texts(frame, text_columns)
+    return _encode(tokenizer, *row_texts(frame, text_columns), max_length)
+
+
+def encode_records(
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[dict[str, str]],
+    text_columns: Sequence[str],
+    max_length: int,
+    *,
+    column_segments: int | None = None,
+) -> list[EncodedRow]:
+    """`encode_rows` for rows already held as dicts of strings (a predict request's): the same
+    token ids, without building a DataFrame, which costs more than tokenizing one short row."""
+    if not records:
+        return []
+    if column_segments is not None:
+        frame = pd.DataFrame.from_records(records, columns=list(text_columns))
+        return encode_columns(tokenizer, frame, text_columns, max_length, column_segments)
+    columns = [[record[c] for record in records] for c in text_columns]
+    return _encode(tokenizer, *_texts_and_pairs(columns), max_length)
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+) -> list[EncodedRow]:
     encoded = tokenizer(
         texts,
         pairs,

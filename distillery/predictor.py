@@ -12,7 +12,7 @@ import pandas as pd
 from distillery.automm import load_pooled_classifier
 from distillery.backbones import load_classifier, usable_text_length
 from distillery.bundle import BundleMetadata, read_metadata
-from distillery.encoding import EncodedRow, encode_rows
+from distillery.encoding import EncodedRow, encode_records, encode_rows
 from distillery.inference import compute_outputs, softmax
 from distillery.metrics import classification_metrics, regression_metrics
 from distillery.tables import TableError, label_to_class_name
@@ -66,6 +66,16 @@ class Predictor:
         return encode_rows(
             self.tokenizer,
             frame,
+            self.metadata.text_columns,
+            self.max_text_len,
+            column_segments=self.column_segments,
+        )
+
+    def encode_records(self, records: Sequence[dict[str, str]]) -> list[EncodedRow]:
+        """`encode` for rows given as dicts holding a string for every text column."""
+        return encode_records(
+            self.tokenizer,
+            records,
             self.metadata.text_columns,
             self.max_text_len,
             column_segments=self.column_segments,

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # Rows queued per model beyond which predict answers 429 with Retry-After.
     predict_max_queue_rows: int = 2048
     predict_timeout_seconds: float = 30.0
+    # How long predict may reuse a model's row (owner, storage, default variant) read from the
+    # database for the same key, instead of reading it on every request (0: every request). A
+    # delete or a new default made through this process takes effect at once; through another
+    # API process, within this long.
+    predict_lookup_ttl_seconds: float = 2.0
     predict_max_rows: int = 1024
     # Characters per text cell; longer is a 422 unless the request says "truncate": true.
     predict_max_text_chars: int = 20_000

@@ -304,7 +304,6 @@ VariantQuery = Query(
 async def predict(
     model_id: str,
     request: PredictRequest,
-    session: SessionDep,
     serving: ServingDep,
     caller: CallerDep,
     variant: str | None = VariantQuery,
@@ -313,7 +312,7 @@ async def predict(
 
     Concurrent requests for one model share forward passes (micro-batching); when too many rows
     are already queued the answer is 429 with Retry-After."""
-    return await predict_rows(serving, session, caller, model_id, variant, request)
+    return await predict_rows(serving, caller, model_id, variant, request)
 
 
 @router.post(
@@ -325,14 +324,13 @@ async def predict(
 async def predict_proba(
     model_id: str,
     request: PredictProbaRequest,
-    session: SessionDep,
     serving: ServingDep,
     caller: CallerDep,
     variant: str | None = VariantQuery,
 ) -> PredictResponse:
     """Class probabilities (with the predicted class) for up to 1024 rows; classifiers only."""
     return await predict_rows(
-        serving, session, caller, model_id, variant, request, classifiers_only=True
+        serving, caller, model_id, variant, request, classifiers_only=True
     )
 
 
@@ -411,6 +409,8 @@ def create_variant(
         max_rows=settings.variant_eval_max_rows,
         make_default=request.make_default,
     )
+    # A new default variant changes what predict serves when no variant is named.
+    predictors.lookups.discard(lambda key: key[0] == model.id)
     return variant_out(variant, model)
 
 

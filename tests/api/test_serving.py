@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 
 from app.main import create_app
 from app.serving import PredictorCache
@@ -315,3 +316,30 @@ def test_metrics_are_prometheus_text(client: TestClient, model: dict) -> None:
     assert 'distillery_model_cache_total{event="hit"} 1.0' in text
     assert f'distillery_predict_queue_rows{{model="{model["id"]}",variant="float"}} 0.0' in text
     assert "distillery_models_loaded 1.0" in text
+
+
+def test_a_loaded_model_is_served_without_database_reads_until_it_changes(
+    client: TestClient, model: dict
+) -> None:
+    """Within the lookup TTL, predict on a loaded model reads nothing from the database; a
+    delete through this process is seen at once, and a 404 is not remembered."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    path = f"/v1/models/{model['id']}/predict"
+    assert client.post(path, json={"rows": ROWS[:1]}).status_code == 200  # loads, reads
+    sqlalchemy_event.listen(app.state.engine, "before_cursor_execute", count)
+    try:
+        assert client.post(path, json={"rows": ROWS[:2]}).status_code == 200
+        assert statements == []
+        assert client.delete(f"/v1/models/{model['id']}").status_code == 204
+        assert_problem(client.post(path, json={"rows": ROWS[:1]}), 404)
+        statements.clear()
+        assert_problem(client.post(path, json={"rows": ROWS[:1]}), 404)
+        assert statements, "a 404 must be read again, not served from the cache"
+    finally:
+        sqlalchemy_event.remove(app.state.engine, "before_cursor_execute", count)

@@ -155,3 +155,41 @@ def test_a_lone_client_does_not_wait_for_company(executor: ThreadPoolExecutor) -
 
     assert asyncio.run(one_at_a_time()) == [[0], [2], [4]]
     assert recorder.batches == [[[0]], [[1]], [[2]]]
+
+
+def test_a_batch_runs_as_sorted_chunks_answered_one_by_one(executor: ThreadPoolExecutor) -> None:
+    """Chunks are cut from the batch in `sort_key` order (here: the request's first number),
+    and a chunk's callers hear back before the next chunk has run."""
+    second_chunk = threading.Event()
+    answered_before_second_chunk: list[list[int]] = []
+    first_answer_came_first: list[bool] = []
+
+    def run_batch(items: list[list[int]]) -> list[list[int]]:
+        if len(recorder.batches) == 1:
+            # Runs only once the first chunk's caller has its answer (or fails after 5 s).
+            first_answer_came_first.append(second_chunk.wait(5))
+        return recorder(items)
+
+    recorder = Recorder()
+    batcher = MicroBatcher(
+        run_batch,
+        executor=executor,
+        max_batch_size=64,
+        rows_of=len,
+        chunk_rows=3,
+        sort_key=lambda item: item[0],
+    )
+    requests = [[5], [1, 1], [9], [2], [7, 7], [3]]
+
+    async def run() -> list[list[int]]:
+        tasks = [asyncio.create_task(batcher.submit(r, timeout=10)) for r in requests]
+        first = await asyncio.wait_for(tasks[1], 10)  # [1, 1] is in the first chunk
+        answered_before_second_chunk.append(first)
+        second_chunk.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(run()) == [[2 * n for n in r] for r in requests]
+    assert answered_before_second_chunk == [[2, 2]]
+    assert first_answer_came_first == [True]
+    # Sorted by first number, then cut at 3 rows: [1, 1] + [2]; [3] + [5]; [7, 7] + [9].
+    assert recorder.batches == [[[1, 1], [2]], [[3], [5]], [[7, 7], [9]]]
