@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-services.sh
+bash scripts/ensure-browser.sh  # Debian's Chromium, for the web console's tests/browser
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # torch first, pinned: this version's CPU wheel is at hand; a looser spec pulls a CUDA build.
 .venv/bin/pip install -q torch==2.13.0

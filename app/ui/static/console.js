@@ -20,6 +20,19 @@
   const root = document.getElementById("job");
   if (root) watchJob(root);
 
+  // The report frame grows to the report's height, so the page scrolls instead of the frame.
+  const frame = document.getElementById("report-frame");
+  if (frame) {
+    const fit = function () {
+      const doc = frame.contentDocument;
+      if (doc && doc.documentElement) frame.style.height = doc.documentElement.scrollHeight + 24 + "px";
+    };
+    frame.addEventListener("load", function () {
+      fit();
+      for (const image of frame.contentDocument.images) image.addEventListener("load", fit);
+    });
+  }
+
   function watchJob(root) {
     const url = root.dataset.liveUrl;
     // One record per (kind, step); a retried attempt's later row replaces the first's.
@@ -192,10 +205,12 @@
       label.textContent = tickLabel(value);
       svg.append(label);
     }
-    for (let i = 0; i <= 4; i += 1) {
-      const step = x0 + ((x1 - x0) * i) / 4;
+    // Steps are whole numbers: one label per distinct step among five evenly spaced ticks.
+    const steps = new Set();
+    for (let i = 0; i <= 4; i += 1) steps.add(Math.round(x0 + ((x1 - x0) * i) / 4));
+    for (const step of steps) {
       const label = element("text", { x: sx(step), y: box.bottom + 16, "text-anchor": "middle", class: "tick" });
-      label.textContent = String(Math.round(step));
+      label.textContent = String(step);
       svg.append(label);
     }
     const axis = element("text", { x: box.right, y: box.bottom + 30, "text-anchor": "end", class: "tick" });
