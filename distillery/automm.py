@@ -8,32 +8,39 @@ What is read, and how (nothing of the folder's code or pickles ever runs):
   text_segment_num and insert_sep, and the label preprocessing;
 - `hf_text/`: the backbone's config.json and tokenizer (no weights there);
 - `model.ckpt`: with `torch.load(weights_only=True)`, which builds tensors and plain containers
-  only and refuses anything else. `df_preprocessor.pkl`, `data_processors.pkl`,
-  `eval_metric.pkl` and any other pickle are never opened.
+  only and refuses anything else;
+- `df_preprocessor.pkl`: never unpickled. `read_inert_pickle` decodes its opcodes with
+  pickletools and assembles plain values only; each object the pickle would build stays an
+  `Inert` record of its class name and state (no import, no call), from which the label
+  encoder's classes and the regression target's scaler are read. `data_processors.pkl`,
+  `eval_metric.pkl` and any other pickle are not opened.
 
 AutoMM's hf_text forward (autogluon/multimodal/models/hf_text.py, 1.6.3) is not Hugging Face's
 sequence-classification head: it pools the backbone's `last_hidden_state` (the first token's
 vector for `cls`, the masked mean for `mean`) and applies its own `head` Linear, with no pooler
 and no dropout. `PooledHeadClassifier` does exactly that on the same backbone, and answers like
 a Hugging Face classifier (`.logits`, `.hidden_states`, `.attentions`). Its text packing is
-AutoMM's too (`encoding.encode_columns`).
+AutoMM's too (`encoding.encode_columns`). A regression target's scaling (AutoMM standardizes
+targets by default) is folded into the head, so the outputs are in the target's units.
 
-Class names are kept only in `df_preprocessor.pkl`, so they come from the request; their order
-is AutoMM's label encoder's (scikit-learn's LabelEncoder: sorted, with `data.pos_label`, when
-set, moved last), and the bundle's lineage says so. AutoMM's regression targets are scaled by
-a scaler kept only in that pickle: regression predictors are taken when that scaling is off.
+Class order: the label encoder's `classes_` (output i is classes_[i]), checked against
+AutoMM's rule (scikit-learn's LabelEncoder sorts the classes; `data.pos_label`, when set, goes
+last) and assets.json's output count; when they cannot be read, the request's names, ordered by
+that rule. The bundle's lineage says which.
 """
 
 from __future__ import annotations
 
 import json
+import pickletools
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
@@ -129,6 +136,193 @@ class AutoMMPredictorFolder:
     segments: int
     pos_label: str | None
     version: str
+    # From df_preprocessor.pkl read as inert data (None when it could not be read that way):
+    # the label encoder's classes in output order, and the regression target's inverse
+    # scaling as (scale, offset).
+    classes: list[str] | None = None
+    scaling: tuple[float, float] | None = None
+
+
+class InertPickleError(ValueError):
+    """The pickle holds something the inert reader does not read; nothing was run."""
+
+
+@dataclass(eq=False)
+class Inert:
+    """What a pickle would build by importing `name` and calling it: only the name, the
+    arguments and the state, as plain data. Nothing is imported or called."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    state: Any = None
+    # What a dict or list subclass would get through __setitem__ / append.
+    items: dict[Any, Any] = field(default_factory=dict)
+    appended: list[Any] = field(default_factory=list)
+
+
+# Opcodes that push one plain value taken from the opcode's own argument.
+_LITERALS = {
+    "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
+    "STRING", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BININT", "BININT1", "BININT2", "INT",
+    "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT",
+}  # fmt: skip
+_CONSTANTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+
+
+def read_inert_pickle(data: bytes) -> Any:
+    """The value a pickle describes, with every object it would build replaced by an `Inert`
+    record (pickletools decodes the opcodes; a small stack machine assembles plain values).
+    This is not unpickling: no module is imported, no callable is called, no `find_class`."""
+    stack: list[Any] = []
+    marks: list[int] = []
+    memo: dict[int, Any] = {}
+
+    def pop_mark() -> list[Any]:
+        start = marks.pop()
+        items = stack[start:]
+        del stack[start:]
+        return items
+
+    for opcode, arg, _ in pickletools.genops(data):
+        name = opcode.name
+        if name in _LITERALS:
+            stack.append(arg)
+        elif name in _CONSTANTS:
+            stack.append(_CONSTANTS[name])
+        elif name in ("PROTO", "FRAME"):
+            continue
+        elif name == "MARK":
+            marks.append(len(stack))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo[int(arg)])
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            size = int(name[-1])
+            items = tuple(stack[-size:])
+            del stack[-size:]
+            stack.append(items)
+        elif name == "TUPLE":
+            stack.append(tuple(pop_mark()))
+        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"):
+            stack.append({"EMPTY_LIST": list, "EMPTY_DICT": dict, "EMPTY_SET": set}[name]())
+        elif name in ("LIST", "DICT", "FROZENSET"):
+            items = pop_mark()
+            pairs = dict(zip(items[::2], items[1::2], strict=True)) if name == "DICT" else None
+            stack.append(items if name == "LIST" else pairs if pairs is not None else items)
+        elif name in ("APPEND", "APPENDS"):
+            items = [stack.pop()] if name == "APPEND" else pop_mark()
+            target = stack[-1]
+            (target.appended if isinstance(target, Inert) else target).extend(items)
+        elif name == "ADDITEMS":
+            items = pop_mark()
+            stack[-1].update(items)
+        elif name in ("SETITEM", "SETITEMS"):
+            items = stack[-2:] if name == "SETITEM" else pop_mark()
+            if name == "SETITEM":
+                del stack[-2:]
+            target = stack[-1]
+            pairs = zip(items[::2], items[1::2], strict=True)
+            (target.items if isinstance(target, Inert) else target).update(pairs)
+        elif name == "STACK_GLOBAL":
+            qualname, module = stack.pop(), stack.pop()
+            stack.append(Inert(f"{module}.{qualname}"))
+        elif name == "GLOBAL":
+            stack.append(Inert(str(arg).replace(" ", ".")))
+        elif name in ("REDUCE", "NEWOBJ"):
+            args, callable_ = stack.pop(), stack.pop()
+            stack.append(Inert(callable_.name, tuple(args)))
+        elif name == "NEWOBJ_EX":
+            _, args, cls = stack.pop(), stack.pop(), stack.pop()
+            stack.append(Inert(cls.name, tuple(args)))
+        elif name == "BUILD":
+            state = stack.pop()
+            stack[-1].state = state
+        elif name == "POP":
+            stack.pop()
+        elif name == "POP_MARK":
+            pop_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name == "STOP":
+            return stack.pop()
+        else:
+            raise InertPickleError(f"opcode {name} is not read")
+    raise InertPickleError("no STOP opcode")
+
+
+def _inert_array(value: Any) -> list[Any]:
+    """The items of a 1-d numpy array as a pickle describes it (numpy's _reconstruct with a
+    (version, shape, dtype, fortran, data) state): object arrays hold their items, others raw
+    bytes of the dtype's code (e.g. '<f8', '<U14')."""
+    if not isinstance(value, Inert) or not value.name.endswith("multiarray._reconstruct"):
+        raise InertPickleError("not a numpy array")
+    _, shape, dtype, _, raw = value.state
+    if not isinstance(dtype, Inert) or not dtype.args or len(shape) != 1:
+        raise InertPickleError("not a 1-d numpy array")
+    code = str(dtype.args[0])
+    if code == "O8" and isinstance(raw, list):
+        return list(raw)
+    if not re.fullmatch(r"[fiuU][0-9]{1,3}", code) or not isinstance(raw, bytes):
+        raise InertPickleError(f"numpy dtype {code!r} is not read")
+    order = dtype.state[1] if isinstance(dtype.state, tuple) and len(dtype.state) > 1 else "|"
+    order = order if order in ("<", ">") else "="
+    return np.frombuffer(raw, dtype=np.dtype(order + code)).tolist()
+
+
+def _inert_state(value: Any, field: str) -> Any:
+    if not isinstance(value, Inert) or not isinstance(value.state, dict):
+        raise InertPickleError(f"no {field}")
+    return value.state.get(field)
+
+
+def _preprocessor_facts(root: Path) -> tuple[list[str] | None, tuple[float, float] | None]:
+    """From df_preprocessor.pkl, read as inert data: the label encoder's classes_ (in output
+    order) and the regression target's scaler as (scale, offset), for value = raw*scale +
+    offset. (None, None) when that file is absent or not in the shape AutoMM 1.6 writes."""
+    path = root / "df_preprocessor.pkl"
+    if not path.is_file():
+        return None, None
+    try:
+        preprocessor = read_inert_pickle(path.read_bytes())
+        generator = _inert_state(preprocessor, "_label_generator")
+        fitted = _inert_state(generator, "classes_") if generator is not None else None
+        classes = [str(c) for c in _inert_array(fitted)] if fitted is not None else None
+        scaler = _inert_state(preprocessor, "_label_scaler")
+        scaling = None
+        if scaler is not None:
+            scaling = _inverse_scaling(scaler)
+        return classes, scaling
+    except (InertPickleError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None, None
+
+
+def _inverse_scaling(scaler: Inert) -> tuple[float, float]:
+    """(scale, offset) that undo scikit-learn's StandardScaler or MinMaxScaler on one target."""
+
+    def one(field: str) -> float | None:
+        value = _inert_state(scaler, field)
+        if value is None:
+            return None
+        items = _inert_array(value)
+        if len(items) != 1:
+            raise InertPickleError(f"{field} is not one value")
+        return float(items[0])
+
+    if scaler.name.endswith("StandardScaler"):  # inverse_transform: x * scale_ + mean_
+        scale = one("scale_") if _inert_state(scaler, "with_std") else None
+        mean = one("mean_") if _inert_state(scaler, "with_mean") else None
+        return (1.0 if scale is None else scale), (0.0 if mean is None else mean)
+    if scaler.name.endswith("MinMaxScaler"):
+        scale, minimum = one("scale_"), one("min_")
+        if scale is None or minimum is None or scale == 0:
+            raise InertPickleError("MinMaxScaler without scale_/min_")
+        return 1.0 / scale, -minimum / scale
+    raise InertPickleError(f"scaler {scaler.name}")
 
 
 def is_automm_predictor(folder: Path) -> bool:
@@ -204,14 +398,17 @@ def read_predictor_folder(root: Path) -> AutoMMPredictorFolder:
         raise _refuse("Unsupported AutoMM predictor", "data.text.normalize_text: true")
     if _section(config, "data", "templates").get("turn_on"):
         raise _refuse("Unsupported AutoMM predictor", "data.templates.turn_on: true")
-    scaling = _section(config, "data", "label").get("numerical_preprocessing")
-    if problem_type == "regression" and scaling is not None:
-        raise _refuse(
-            "Unsupported AutoMM predictor",
-            f"its regression targets were scaled (data.label.numerical_preprocessing: "
-            f"{scaling}) by a scaler kept only in df_preprocessor.pkl, a pickle that is never "
-            "unpickled here; fit with data.label.numerical_preprocessing: null",
-        )
+    classes, scaling = _preprocessor_facts(root)
+    scaler = _section(config, "data", "label").get("numerical_preprocessing")
+    if problem_type == "regression" and scaling is None:
+        if scaler is not None:
+            raise _refuse(
+                "Unsupported AutoMM predictor",
+                f"its regression targets were scaled (data.label.numerical_preprocessing: "
+                f"{scaler}) and the scaler could not be read from df_preprocessor.pkl as inert "
+                "data (it is never unpickled)",
+            )
+        scaling = (1.0, 0.0)
 
     column_types = assets.get("column_types")
     label_column = assets.get("label_column")
@@ -250,6 +447,8 @@ def read_predictor_folder(root: Path) -> AutoMMPredictorFolder:
         segments=segments if isinstance(segments, int) and segments > 0 else 1,
         pos_label=_section(config, "data").get("pos_label"),
         version=str(assets.get("version", "")),
+        classes=classes,
+        scaling=scaling,
     )
 
 
@@ -330,26 +529,69 @@ def build_classifier(folder: AutoMMPredictorFolder) -> PooledHeadClassifier:
         )
     head = nn.Linear(config.hidden_size, folder.outputs, bias="bias" in head_state)
     head.load_state_dict(head_state)
+    if folder.problem_type == "regression" and folder.scaling != (1.0, 0.0):
+        # AutoMM predicts scaler.inverse_transform(head(x)): folded into the head's weights.
+        scale, offset = folder.scaling or (1.0, 0.0)
+        with torch.no_grad():
+            head.weight.mul_(scale)
+            if head.bias is None:
+                head.bias = nn.Parameter(torch.zeros(folder.outputs))
+            head.bias.mul_(scale).add_(offset)
     return PooledHeadClassifier(encoder.float().eval(), head.float(), folder.pooling)
 
 
-def automm_label_order(folder: AutoMMPredictorFolder, labels: list[str] | None) -> list[str]:
-    """Class names in output order: the request's names as AutoMM's label encoder orders them
-    (sorted; `data.pos_label`, when set, last)."""
+def sorted_like_automm(names: list[str], pos_label: str | None) -> list[str]:
+    """AutoMM's label encoder's order: scikit-learn's LabelEncoder sorts the classes; a
+    `data.pos_label` is moved last."""
+    ordered = sorted(names)
+    if pos_label is not None and str(pos_label) in ordered:
+        ordered.remove(str(pos_label))
+        ordered.append(str(pos_label))
+    return ordered
+
+
+def automm_label_order(
+    folder: AutoMMPredictorFolder, labels: list[str] | None
+) -> tuple[list[str], str]:
+    """Class names in output order, and where that order came from: df_preprocessor.pkl's
+    label encoder read as inert data (checked against AutoMM's sorting rule, assets.json's
+    output count and the request's names, if any), else the request's names sorted as
+    AutoMM's label encoder sorts them."""
     if folder.problem_type == "regression":
         if labels:
             raise _refuse("Invalid labels", "a regression predictor has no classes", "labels")
-        return []
+        return [], "none (regression)"
+    if labels is not None and len(set(labels)) != len(labels):
+        raise _refuse("Invalid labels", "labels repeat a name", "labels")
+    if folder.classes is not None:
+        classes = folder.classes
+        if len(classes) != folder.outputs or classes != sorted_like_automm(
+            classes, folder.pos_label
+        ):
+            raise _refuse(
+                "Invalid AutoMM predictor",
+                f"df_preprocessor.pkl's label encoder lists {classes}, which is not "
+                f"{folder.outputs} classes in AutoMM's sorted order",
+            )
+        if labels and sorted(labels) != sorted(classes):
+            raise _refuse(
+                "Label map mismatch",
+                f"labels lists {', '.join(labels)} but the predictor's classes are "
+                f"{', '.join(classes)}",
+                "labels",
+            )
+        return classes, (
+            "df_preprocessor.pkl's label encoder (classes_), read as inert data: never "
+            "unpickled; it agrees with AutoMM's sorted order and assets.json's output_shape"
+        )
     if not labels:
         raise _refuse(
             "Missing label map",
-            "its class names are kept only in df_preprocessor.pkl, a pickle that is never "
-            "unpickled here; send them (predictor.class_labels), e.g. "
-            "labels=entailment,not_entailment (their order does not matter: AutoMM sorts them)",
+            "its class names could not be read from df_preprocessor.pkl as inert data (it is "
+            "never unpickled); send them (predictor.class_labels), e.g. "
+            "labels=entailment,not_entailment (in any order: AutoMM sorts them)",
             "labels",
         )
-    if len(set(labels)) != len(labels):
-        raise _refuse("Invalid labels", "labels repeat a name", "labels")
     if len(labels) != folder.outputs:
         raise _refuse(
             "Label map mismatch",
@@ -357,17 +599,10 @@ def automm_label_order(folder: AutoMMPredictorFolder, labels: list[str] | None) 
             f"{folder.outputs} outputs",
             "labels",
         )
-    ordered = sorted(labels)
-    if folder.pos_label is not None:
-        if str(folder.pos_label) not in ordered:
-            raise _refuse(
-                "Label map mismatch",
-                f"config.yaml's data.pos_label {folder.pos_label!r} is not among the labels",
-                "labels",
-            )
-        ordered.remove(str(folder.pos_label))
-        ordered.append(str(folder.pos_label))
-    return ordered
+    return sorted_like_automm(labels, folder.pos_label), (
+        "the request's class names, in AutoMM's label-encoder order (sorted"
+        + (", data.pos_label last)" if folder.pos_label else ")")
+    )
 
 
 def _check_text_columns(folder: AutoMMPredictorFolder, text_columns: list[str] | None) -> None:
@@ -392,7 +627,7 @@ def bundle_from_automm(
     distillery.json); nothing of `root` is copied as it is. Returns the bundle's metadata."""
     folder = read_predictor_folder(root)
     _check_text_columns(folder, text_columns)
-    label_names = automm_label_order(folder, labels)
+    label_names, label_order = automm_label_order(folder, labels)
     model = build_classifier(folder)
     tokenizer = load_tokenizer(root / BACKBONE)
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
@@ -419,13 +654,8 @@ def bundle_from_automm(
                 "format": "MultiModalPredictor.save (hf_text)",
                 "version": folder.version,
                 "label_column": folder.label_column,
-                "label_order": (
-                    "none (regression)"
-                    if not label_names
-                    else "class names from the request, in AutoMM's label-encoder order "
-                    "(sorted" + (", data.pos_label last)" if folder.pos_label else ")")
-                ),
-                "never_read": sorted(p.name for p in root.glob("*.pkl")),
+                "label_order": label_order,
+                "never_unpickled": sorted(p.name for p in root.glob("*.pkl")),
             },
         },
         head={"kind": "pooled", "pooling": folder.pooling, "file": HEAD_FILE},

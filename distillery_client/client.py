@@ -756,10 +756,10 @@ class Client:
 
         A folder written by AutoGluon's `MultiModalPredictor.save()` (hf_text, text
         classification or regression) is taken too, and becomes a Distillery model on the
-        server: its text columns default to those in its assets.json; a classifier needs
-        `labels` (its `predictor.class_labels`: AutoMM keeps class names only in pickles,
-        which the server never unpickles). A loaded, saved `MultiModalPredictor` may be
-        passed as `source`: its folder (`.path`) is sent, with its `class_labels`."""
+        server: its text columns default to those in its assets.json, its class names to
+        those the server reads from it (as data: it never unpickles the predictor's pickles).
+        A loaded, saved `MultiModalPredictor` may be passed as `source`: its folder (`.path`)
+        is sent, with its `class_labels`."""
         if not isinstance(source, str | os.PathLike):  # a loaded MultiModalPredictor
             if labels is None and getattr(source, "class_labels", None) is not None:
                 labels = [str(label) for label in source.class_labels]

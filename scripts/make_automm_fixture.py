@@ -15,13 +15,13 @@ the saved predictors stay small; fits two predictors for one epoch on QNLI rows 
 - tests/fixtures/automm_teacher/: binary classification (question, sentence -> label), the
   default cls pooling;
 - tests/fixtures/automm_teacher_regression/: regression on a made-up target (the sentence's
-  share of the pair's words), mean pooling, the target left unscaled
-  (`data.label.numerical_preprocessing: null`);
+  share of the pair's words), mean pooling, the target standardized (AutoMM's default);
 
 and writes tests/fixtures/automm_teacher_expected.json: the rows they were checked on, with
 AutoMM's own predict_proba (classification, columns in `class_labels` order) and predict
 (regression) outputs. The predictor folders are committed as AutoMM wrote them, pickles
-included: Distillery never unpickles them (tests plant and check exactly that).
+included: Distillery never unpickles them (tests plant and check exactly that); it reads the
+class names and the target scaler from df_preprocessor.pkl as inert data.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ def fit(
     backbone: Path,
     pooling: str,
     destination: Path,
-    extra: dict | None = None,
 ):  # type: ignore[no-untyped-def]
     from autogluon.multimodal import MultiModalPredictor
 
@@ -110,7 +109,6 @@ def fit(
             "env.num_workers_inference": 0,
             "env.per_gpu_batch_size": 16,
             "env.batch_size": 16,
-            **(extra or {}),
         },
     )
     if destination.exists():
@@ -139,12 +137,8 @@ def main() -> None:
         target = words / (words + part["question"].str.split().str.len())
         return part[["question", "sentence"]].assign(score=target.round(4))
 
-    # AutoMM standardizes regression targets by default and keeps the scaler only in a pickle,
-    # which Distillery never reads: such predictors are refused; this one is fit unscaled.
-    unscaled = {"data.label.numerical_preprocessing": None}
-    regressor = fit(
-        share(train), share(tuning), "score", "regression", backbone, "mean", REGRESSOR, unscaled
-    )
+    # AutoMM's default label preprocessing: the target standardized (the scaler is pickled).
+    regressor = fit(share(train), share(tuning), "score", "regression", backbone, "mean", REGRESSOR)
     values = regressor.predict(rows, as_pandas=False)
 
     expected = {

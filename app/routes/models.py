@@ -103,8 +103,9 @@ async def create_model(
     An AutoGluon AutoMM predictor folder (MultiModalPredictor.save(), the hf_text model, text
     classification or regression) is converted to a model that computes what AutoMM does: its
     model.ckpt is read as tensors only (torch.load with weights_only=True) or refused, its .pkl
-    files are never unpickled; a classifier needs `labels` (AutoMM keeps class names only in a
-    pickle), which are ordered as AutoMM's label encoder orders them (sorted)."""
+    files are never unpickled (the class names and a regression target's scaler are read from
+    df_preprocessor.pkl as inert data; failing that, a classifier needs `labels`, which are
+    ordered as AutoMM's label encoder orders them: sorted)."""
     content = await read_capped(file, settings.max_upload_bytes)
     filename = file.filename or "checkpoint.zip"
     form = {"filename": filename, "text_columns": text_columns, "name": name, "labels": labels}
@@ -154,8 +155,8 @@ class ModelFromPath(BaseModel):
     )
     labels: list[Annotated[str, Field(min_length=1, max_length=255)]] | None = Field(
         default=None,
-        description="Class names in output order (default: the checkpoint's id2label; an "
-        "AutoMM classifier needs them, in any order)",
+        description="Class names in output order (default: the checkpoint's id2label, or an "
+        "AutoMM predictor's own classes; for AutoMM, in any order)",
     )
 
 

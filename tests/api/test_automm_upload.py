@@ -21,7 +21,7 @@ from tests.conftest import zip_folder
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PREDICTOR = FIXTURES / "automm_teacher"
 EXPECTED = json.loads((FIXTURES / "automm_teacher_expected.json").read_text())
-FORM = {"text_columns": "question,sentence", "labels": "not_entailment,entailment"}
+FORM = {"text_columns": "question,sentence"}
 
 
 def test_an_automm_predictor_archive_is_registered_and_predicts_as_automm(
@@ -36,8 +36,9 @@ def test_an_automm_predictor_archive_is_registered_and_predicts_as_automm(
     assert model["labels"] == EXPECTED["classification"]["class_labels"]
     assert model["text_columns"] == ["question", "sentence"]
     automm = model["lineage"]["autogluon"]
-    assert automm["version"] == "1.6.3" and "sorted" in automm["label_order"]
-    assert automm["never_read"] == ["data_processors.pkl", "df_preprocessor.pkl", "eval_metric.pkl"]
+    assert automm["version"] == "1.6.3" and "read as inert data" in automm["label_order"]
+    pickles = ["data_processors.pkl", "df_preprocessor.pkl", "eval_metric.pkl"]
+    assert automm["never_unpickled"] == pickles
 
     assert_predicts_as_automm(client, model)
 
@@ -78,12 +79,12 @@ def test_a_pickle_planted_as_the_weights_is_a_422_naming_the_file(
     assert body["title"] == "Pickled weights refused"
     assert "weights_only=True" in body["detail"] and str(tmp_path) not in body["detail"]
 
-    unnamed = client.post(
+    other = client.post(
         "/v1/models",
         files={"file": ("ag_teacher.zip", zip_folder(PREDICTOR))},
-        data={"text_columns": "question,sentence"},
+        data={**FORM, "labels": "yes,no"},
     )
-    assert_problem(unnamed, 422, field="labels", says="df_preprocessor.pkl")
+    assert_problem(other, 422, field="labels", says="the predictor's classes are")
 
 
 def test_an_automm_predictor_folder_is_registered_from_a_server_path(
@@ -95,6 +96,7 @@ def test_an_automm_predictor_folder_is_registered_from_a_server_path(
     with TestClient(create_app(settings)) as client:
         # No text_columns: the predictor's own, from its assets.json.
         body = {"path": str(shared / "ag_teacher"), "labels": ["not_entailment", "entailment"]}
+        # The labels may be sent too, in any order: they must be the predictor's classes.
         response = client.post("/v1/models/from-path", json=body)
         assert response.status_code == 201, response.text
         model = response.json()

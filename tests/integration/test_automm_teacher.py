@@ -31,8 +31,9 @@ def test_an_automm_predictor_teaches_a_student_through_the_client(
 ) -> None:
     url = start_api_and_worker(sqlite_settings, start_worker, live_server)
     with Client(url=url, api_key=None, timeout=60) as client:
-        # The folder as AutoMM saved it; text columns come from its assets.json.
-        teacher = client.upload_model(PREDICTOR, labels=["not_entailment", "entailment"])
+        # The folder as AutoMM saved it, nothing else: the text columns come from its
+        # assets.json, the class names from df_preprocessor.pkl read as inert data.
+        teacher = client.upload_model(PREDICTOR)
         assert teacher.labels == EXPECTED["classification"]["class_labels"]
         assert teacher.text_columns == ["question", "sentence"]
         rows = pd.DataFrame(EXPECTED["rows"])

@@ -1,7 +1,8 @@
 """AutoGluon AutoMM predictors as Distillery models, on real predictors AutoMM 1.6.3 saved
 (tests/fixtures/automm_teacher*, made by scripts/make_automm_fixture.py; CI has no AutoGluon):
 the converted bundle answers as AutoMM's own predict_proba / predict did, nothing pickled is
-ever unpickled, and the converted model works as a distillation teacher and exports to ONNX."""
+ever unpickled (df_preprocessor.pkl is read as inert data), and the converted model works as a
+distillation teacher and exports to ONNX."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.automm import bundle_from_automm
+from distillery.automm import Inert, bundle_from_automm, read_inert_pickle
 from distillery.bundle import read_metadata
 from distillery.bundle_checks import CheckpointError
 from distillery.distill import teacher_head_logits
@@ -37,8 +38,8 @@ LABELS = ["entailment", "not_entailment"]
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("automm") / "bundle"
-    # Given in another order: AutoMM's label encoder sorts the class names.
-    bundle_from_automm(CLASSIFIER, folder, LABELS[::-1], None, {"source": "test"})
+    # No labels: the classes come from df_preprocessor.pkl, read as inert data.
+    bundle_from_automm(CLASSIFIER, folder, None, None, {"source": "test"})
     return folder
 
 
@@ -53,7 +54,7 @@ def test_probabilities_match_automm_predict_proba(classifier: Path) -> None:
     metadata = read_metadata(classifier)
     assert metadata.labels == LABELS and metadata.text_columns == ["question", "sentence"]
     assert metadata.head["pooling"] == "cls" and metadata.max_text_len == 40
-    assert "sorted" in metadata.lineage["autogluon"]["label_order"]
+    assert "read as inert data" in metadata.lineage["autogluon"]["label_order"]
     assert not [p for p in classifier.rglob("*") if p.suffix in {".pkl", ".ckpt"}]
 
     predictor = Predictor(classifier)
@@ -65,6 +66,8 @@ def test_probabilities_match_automm_predict_proba(classifier: Path) -> None:
 
 
 def test_regression_values_match_automm_predict(tmp_path: Path) -> None:
+    # AutoMM standardized the target; its scaler, read as inert data, is folded into the head.
+    assert "numerical_preprocessing: standardscaler" in (REGRESSOR / "config.yaml").read_text()
     metadata = bundle_from_automm(REGRESSOR, tmp_path / "bundle", None, None, {})
     assert (metadata.problem_type, metadata.labels, metadata.head["pooling"]) == (
         "regression",
@@ -102,13 +105,36 @@ def test_a_pickle_planted_as_the_weights_is_refused_unread(tmp_path: Path) -> No
     assert not marker.exists() and not (tmp_path / "bundle").exists()
 
 
-def test_missing_or_unsupported_pieces_are_named(tmp_path: Path) -> None:
+def test_the_preprocessor_pickle_is_read_as_inert_data(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    inert = read_inert_pickle(pickle.dumps({"labels": _Marker(marker)}))
+    assert isinstance(inert["labels"], Inert) and inert["labels"].name == "pathlib.Path.write_text"
+    assert not marker.exists()
+
+    # A df_preprocessor.pkl that is not AutoMM's: nothing runs, the labels must be sent.
     folder = planted(tmp_path)
-    with pytest.raises(CheckpointError, match="class names are kept only") as unnamed:
+    (folder / "df_preprocessor.pkl").write_bytes(pickle.dumps(_Marker(marker)))
+    with pytest.raises(CheckpointError, match="could not be read") as unnamed:
         bundle_from_automm(folder, tmp_path / "a", None, None, {})
-    assert unnamed.value.field == "labels"
+    assert unnamed.value.field == "labels" and not marker.exists()
     with pytest.raises(CheckpointError, match=r"3 names but assets.json says .* 2 outputs"):
         bundle_from_automm(folder, tmp_path / "b", [*LABELS, "other"], None, {})
+    metadata = bundle_from_automm(folder, tmp_path / "c", LABELS[::-1], None, {})
+    assert metadata.labels == LABELS  # sorted, as AutoMM's label encoder sorts them
+    assert "the request's class names" in metadata.lineage["autogluon"]["label_order"]
+    assert not marker.exists()
+
+    scaled = planted(tmp_path / "scaled", REGRESSOR)
+    (scaled / "df_preprocessor.pkl").unlink()
+    with pytest.raises(CheckpointError, match="standardscaler"):
+        bundle_from_automm(scaled, tmp_path / "d", None, None, {})
+
+
+def test_missing_or_unsupported_pieces_are_named(tmp_path: Path) -> None:
+    folder = planted(tmp_path)
+    with pytest.raises(CheckpointError, match="the predictor's classes are") as other:
+        bundle_from_automm(folder, tmp_path / "b", ["yes", "no"], None, {})
+    assert other.value.field == "labels"
     with pytest.raises(CheckpointError, match="text_columns lists text") as columns:
         bundle_from_automm(folder, tmp_path / "c", LABELS, ["text"], {})
     assert columns.value.field == "text_columns"
@@ -123,14 +149,6 @@ def test_missing_or_unsupported_pieces_are_named(tmp_path: Path) -> None:
     (folder / "hf_text" / "config.json").unlink()
     with pytest.raises(CheckpointError, match=r"hf_text/config.json is missing"):
         bundle_from_automm(folder, tmp_path / "f", LABELS, None, {})
-
-    scaled = planted(tmp_path / "scaled", REGRESSOR)
-    config = (scaled / "config.yaml").read_text()
-    (scaled / "config.yaml").write_text(
-        config.replace("numerical_preprocessing: null", "numerical_preprocessing: standardscaler")
-    )
-    with pytest.raises(CheckpointError, match="standardscaler"):
-        bundle_from_automm(scaled, tmp_path / "g", None, None, {})
 
 
 def test_the_converted_predictor_teaches_a_student(
