@@ -113,7 +113,9 @@ def rotate_csrf(request: Request) -> str:
 def check_csrf(request: Request, submitted: str | None) -> None:
     """Refuse a POST that did not come from a form of this console."""
     origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+    # Behind a proxy that rewrites Host, the browser's host arrives as X-Forwarded-Host.
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")}
+    if origin and origin != "null" and urlsplit(origin).netloc not in hosts:
         raise CsrfRefused(f"the form was posted from another site ({origin})")
     expected = request.cookies.get(CSRF_COOKIE)
     if not expected or not submitted or not secrets.compare_digest(expected, submitted):

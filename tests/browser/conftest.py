@@ -26,13 +26,15 @@ from playwright.sync_api import (
 CHROMIUM = os.environ.get("DISTILLERY_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's driver and its event loop end with the browser
+# tests instead of lingering through the rest of the suite.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
         # Loud on purpose: scripts/test.sh installs it (scripts/ensure-browser.sh), so a missing

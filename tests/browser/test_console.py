@@ -61,6 +61,7 @@ def submit_job(
     tuning: str,
     hyperparameters: str,
     teacher: str | None = None,
+    shoot: Console | None = None,
 ) -> None:
     page.goto(f"{base_url}/ui/jobs/new?kind={kind}")
     page.check(f'input[name=kind][value="{kind}"]')
@@ -69,6 +70,8 @@ def submit_job(
     page.select_option("#train_dataset", train)
     page.select_option("#tuning_dataset", tuning)
     page.fill("#hyperparameters", hyperparameters)
+    if shoot is not None:
+        shoot.shoot(f"05-{kind}-form")
     page.click("#job-form button[type=submit]")
 
 
@@ -167,6 +170,7 @@ def test_console_workflow(
         tuning=tuning_id,
         hyperparameters=f"model.hf_text.checkpoint_name={tiny_student_dir}\n"
         + STUDENT_HYPERPARAMETERS,
+        shoot=console,
     )
     distill_job = job_id_of(page)
     # The init-only control (the student's own start, labels alone) queues behind it.
@@ -226,6 +230,11 @@ def test_console_workflow(
     predicted = page.locator("#prediction .predicted").inner_text()
     assert predicted in {"entailment", "not_entailment"}
     console.shoot("09-model-playground")
+    # The download link serves the bundle to the browser's session.
+    href = page.locator("a", has_text="Download bundle").get_attribute("href")
+    bundle = page.request.get(f"{base_url}{href}")
+    assert bundle.ok and bundle.headers["content-type"] == "application/gzip"
+    assert bundle.body()[:2] == b"\x1f\x8b"
     page.goto(f"{base_url}/ui/models")
     expect(page.locator("#models tbody tr")).to_have_count(3)
     console.shoot("10-models")
