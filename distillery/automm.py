@@ -57,6 +57,7 @@ from distillery.bundle_checks import (
     check_config,
     check_files,
 )
+from distillery.tables import label_to_class_name
 
 ASSETS, CONFIG, WEIGHTS, BACKBONE = "assets.json", "config.yaml", "model.ckpt", "hf_text"
 HEAD_FILE = "pooled_head.safetensors"
@@ -139,7 +140,7 @@ class AutoMMPredictorFolder:
     # From df_preprocessor.pkl read as inert data (None when it could not be read that way):
     # the label encoder's classes in output order, and the regression target's inverse
     # scaling as (scale, offset).
-    classes: list[str] | None = None
+    classes: list[Any] | None = None
     scaling: tuple[float, float] | None = None
 
 
@@ -280,7 +281,7 @@ def _inert_state(value: Any, field: str) -> Any:
     return value.state.get(field)
 
 
-def _preprocessor_facts(root: Path) -> tuple[list[str] | None, tuple[float, float] | None]:
+def _preprocessor_facts(root: Path) -> tuple[list[Any] | None, tuple[float, float] | None]:
     """From df_preprocessor.pkl, read as inert data: the label encoder's classes_ (in output
     order) and the regression target's scaler as (scale, offset), for value = raw*scale +
     offset. (None, None) when that file is absent or not in the shape AutoMM 1.6 writes."""
@@ -291,7 +292,7 @@ def _preprocessor_facts(root: Path) -> tuple[list[str] | None, tuple[float, floa
         preprocessor = read_inert_pickle(path.read_bytes())
         generator = _inert_state(preprocessor, "_label_generator")
         fitted = _inert_state(generator, "classes_") if generator is not None else None
-        classes = [str(c) for c in _inert_array(fitted)] if fitted is not None else None
+        classes = _inert_array(fitted) if fitted is not None else None
         scaler = _inert_state(preprocessor, "_label_scaler")
         scaling = None
         if scaler is not None:
@@ -540,14 +541,12 @@ def build_classifier(folder: AutoMMPredictorFolder) -> PooledHeadClassifier:
     return PooledHeadClassifier(encoder.float().eval(), head.float(), folder.pooling)
 
 
-def sorted_like_automm(names: list[str], pos_label: str | None) -> list[str]:
-    """AutoMM's label encoder's order: scikit-learn's LabelEncoder sorts the classes; a
-    `data.pos_label` is moved last."""
-    ordered = sorted(names)
-    if pos_label is not None and str(pos_label) in ordered:
-        ordered.remove(str(pos_label))
-        ordered.append(str(pos_label))
-    return ordered
+def sorted_like_automm(classes: list[Any], pos_label: Any) -> list[Any]:
+    """AutoMM's label encoder's order: scikit-learn's LabelEncoder sorts the classes (as
+    values: 2 before 10); a `data.pos_label` is moved last."""
+    ordered = sorted(classes)
+    last = [c for c in ordered if pos_label is not None and str(c) == str(pos_label)]
+    return [c for c in ordered if c not in last] + last
 
 
 def automm_label_order(
@@ -564,15 +563,16 @@ def automm_label_order(
     if labels is not None and len(set(labels)) != len(labels):
         raise _refuse("Invalid labels", "labels repeat a name", "labels")
     if folder.classes is not None:
-        classes = folder.classes
-        if len(classes) != folder.outputs or classes != sorted_like_automm(
-            classes, folder.pos_label
-        ):
+        raw = folder.classes
+        if len(raw) != folder.outputs or raw != sorted_like_automm(raw, folder.pos_label):
             raise _refuse(
                 "Invalid AutoMM predictor",
-                f"df_preprocessor.pkl's label encoder lists {classes}, which is not "
+                f"df_preprocessor.pkl's label encoder lists {raw[:20]}, which is not "
                 f"{folder.outputs} classes in AutoMM's sorted order",
             )
+        classes = [label_to_class_name(c) for c in raw]
+        if len(set(classes)) != len(classes):
+            raise _refuse("Invalid AutoMM predictor", "its classes repeat a name")
         if labels and sorted(labels) != sorted(classes):
             raise _refuse(
                 "Label map mismatch",

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.automm import Inert, bundle_from_automm, read_inert_pickle
+from distillery.automm import Inert, bundle_from_automm, read_inert_pickle, sorted_like_automm
 from distillery.bundle import read_metadata
 from distillery.bundle_checks import CheckpointError
 from distillery.distill import teacher_head_logits
@@ -83,6 +83,11 @@ def test_trimmed_lengths_share_the_budget_as_automm_does() -> None:
     assert trimmed_lengths([2, 2], 3) == [2, 1]  # the odd token goes to the first column
     assert trimmed_lengths([2, 30], 10) == [2, 8]
     assert trimmed_lengths([30, 30, 1], 10) == [5, 4, 1]
+
+
+def test_class_order_is_the_label_encoders() -> None:
+    assert sorted_like_automm([10, 2, 1], None) == [1, 2, 10]  # values sort, not their names
+    assert sorted_like_automm(["pos", "neg", "mid"], "neg") == ["mid", "pos", "neg"]
 
 
 class _Marker:
