@@ -19,7 +19,8 @@ the saved predictors stay small; fits two predictors for one epoch on QNLI rows 
 
 and writes tests/fixtures/automm_teacher_expected.json: the rows they were checked on, with
 AutoMM's own predict_proba (classification, columns in `class_labels` order) and predict
-(regression) outputs. The predictor folders are committed as AutoMM wrote them, pickles
+(regression) outputs; and checks Distillery's text packing against AutoMM's own TextProcessor.
+The predictor folders are committed as AutoMM wrote them, pickles
 included: Distillery never unpickles them (tests plant and check exactly that); it reads the
 class names and the target scaler from df_preprocessor.pkl as inert data.
 """
@@ -118,6 +119,32 @@ def fit(
     return MultiModalPredictor.load(str(destination))
 
 
+def check_packing(predictor, rows: int = 300) -> None:  # type: ignore[no-untyped-def]
+    """Distillery's per-column packing (distillery/encoding.py) gives the token and segment ids
+    AutoMM's own TextProcessor gives, on 1, 2 and 3 random text columns and several lengths."""
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from distillery.encoding import encode_columns
+
+    processor = predictor._learner._data_processors["text"][0]
+    tokenizer = processor.tokenizer
+    words = sorted(w for w in tokenizer.get_vocab() if w.isalpha())[:200]
+    rng = random.Random(0)
+    for columns in (["a"], ["a", "b"], ["a", "b", "c"]):
+        for _ in range(rows):
+            row = {c: " ".join(rng.choices(words, k=rng.randint(0, 40))) for c in columns}
+            for max_len in (8, 13, MAX_TEXT_LEN):
+                processor.max_len = max_len
+                want = processor.build_one_token_sequence_from_text(row, is_training=False)
+                got = encode_columns(
+                    tokenizer, pd.DataFrame([row]), columns, max_len, processor.text_segment_num
+                )[0]
+                assert list(want[processor.text_token_ids_key]) == got["input_ids"], row
+                assert list(want[processor.text_segment_ids_key]) == got["token_type_ids"], row
+    processor.max_len = MAX_TEXT_LEN
+
+
 def main() -> None:
     frame = pd.read_csv(QNLI, sep="\t")[["question", "sentence", "label"]]
     train = frame.iloc[:TRAIN_ROWS].reset_index(drop=True)
@@ -156,6 +183,7 @@ def main() -> None:
         },
     }
     EXPECTED.write_text(json.dumps(expected, indent=1) + "\n")
+    check_packing(classifier)
     print(f"wrote {CLASSIFIER}, {REGRESSOR} and {EXPECTED}", file=sys.stderr)
 
 
