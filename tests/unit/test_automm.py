@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.automm import Inert, bundle_from_automm, read_inert_pickle, sorted_like_automm
+from distillery.automm import bundle_from_automm, sorted_like_automm
 from distillery.bundle import read_metadata
 from distillery.bundle_checks import CheckpointError
 from distillery.distill import teacher_head_logits
 from distillery.encoding import trimmed_lengths
 from distillery.hyperparams import parse_hyperparameters
+from distillery.inert_pickle import Inert, read_inert_pickle
 from distillery.onnx import OnnxClassifier
 from distillery.predictor import Predictor
 from distillery.training import TrainingData, train
