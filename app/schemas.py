@@ -223,6 +223,7 @@ class AutoDistillCreate(BaseModel):
     time_limit: float | None = Field(
         default=None,
         gt=0,
+        le=30 * 24 * 3600,
         description="Seconds the search may spend (AutoGluon's name): trials not started by "
         "then are cancelled, running ones finish",
     )

@@ -43,10 +43,13 @@ from distillery.variants import module_memory_bytes, quantize_linear_int8
 LATENCY_MODES = ("batched", "single_row")
 # distillery.report.cpu_latency's keys for each mode.
 LATENCY_KEYS = {"batched": "batched_ms_per_row", "single_row": "single_row_ms"}
-# Before training, a candidate is kept when its measured latency is within this factor of the
-# budget: two measurements of one model on a shared CPU differ by that much. The model chosen
-# at the end must meet the budget itself, by its own measured latency.
-PRUNE_SLACK = 1.15
+# A candidate must meet the budget with this much headroom in the probe's timing (the speed-up
+# 5% above the minimum, latency and size 5% below the maximum): a later timing of the same
+# model on the same machine lands within a few percent of it, on either side. The same rule
+# prunes before training and picks the winner after, so no trial is spent on a student that
+# could not be chosen.
+SELECT_HEADROOM = 1.05
+PRUNE_SLACK = 1 / SELECT_HEADROOM
 # The measured default (distillery/hyperparams.py's distiller defaults, bench/quality.py) and a
 # small, principled set around it: one knob each.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -104,6 +107,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 DEFAULT_PRESET = "medium_quality"
+MAX_TIME_LIMIT = 30 * 24 * 3600
 
 
 class AutoError(ValueError):
@@ -196,6 +200,8 @@ def resolve_search(
     for key, value, low in checks:
         if value is not None and not (math.isfinite(value) and value > low):
             raise AutoError(key, f"must be a number above {low:g}, got {value}")
+    if time_limit is not None and time_limit > MAX_TIME_LIMIT:
+        raise AutoError("auto.time_limit", f"must be at most {MAX_TIME_LIMIT} s (30 days)")
     if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup >= 1.0):
         raise AutoError(
             "auto.min_speedup", f"must be at least 1 (times the teacher's speed), got {min_speedup}"
@@ -367,7 +373,7 @@ def probe_candidates(
             speedup=round(teacher_latency[mode] / latency[mode], 3),
         )
         result.fits = spec.budget.meets(latency[mode], result.speedup, result.size_mb, PRUNE_SLACK)
-        if spec.int8 and not result.fits:
+        if spec.int8:
             quantized = quantize_linear_int8(model).eval()
             result.int8_latency = measure_latency(
                 quantized, backbone.tokenizer, rows, text_columns, config.max_text_len
@@ -505,11 +511,20 @@ def trial_rows(trial: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]
         "checkpoint": candidate["checkpoint"],
         "layers": candidate["layers"],
         "recipe": spec["recipe"],
+        # The labels-only trial: init-only when it starts from the teacher's own layers.
+        "control": (
+            None
+            if spec["recipe"] != NO_DISTILL
+            else "init-only"
+            if candidate["checkpoint"] == TEACHER_CHECKPOINT
+            else "no-distill"
+        ),
         "variant": "float",
         "status": trial["status"],
         "tuning_accuracy": accuracy,
         "latency_ms_per_row": latency,
         "probe_latency_ms_per_row": (probe.get("latency") or {}).get(key),
+        "probe_speedup": probe.get("speedup"),
         "speedup": round(speedup, 3) if speedup else None,
         "size_mb": round(size_mb, 3) if size_mb is not None else None,
         "parameters": student.get("parameters", probe.get("parameters")),
@@ -538,21 +553,35 @@ def trial_rows(trial: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]
                     "tuning_accuracy": accuracy - int8["accuracy_drop_points"] / 100,
                     "latency_ms_per_row": round(scaled, 4),
                     "speedup": round(teacher_latency / scaled, 3) if teacher_latency else None,
+                    "probe_latency_ms_per_row": (probe.get("int8_latency") or {}).get(key),
+                    "probe_speedup": probe.get("int8_speedup"),
                     "size_mb": probe.get("int8_size_mb") or row["size_mb"],
                     "int8_drop_points": int8["accuracy_drop_points"],
                 }
             )
     for entry in rows:
         entry["within_budget"] = (
-            budget.meets(
-                entry["latency_ms_per_row"], entry["speedup"] or 0.0, entry["size_mb"] or 0.0
-            )
+            _within(entry, budget)
             if entry["status"] == "succeeded"
             and entry["latency_ms_per_row"] is not None
             and entry["tuning_accuracy"] is not None
             else None
         )
     return rows
+
+
+def _within(entry: Mapping[str, Any], budget: Budget) -> bool:
+    """Whether the row's model fits, by the planning probe's measurement where it has one:
+    every candidate and the teacher timed in one run, on one worker, before any training. A
+    trial's own report is timed while other trials may be training on the same machine (on
+    a busy 2-core host two timings of one model differ twofold), so it is shown beside it but
+    decides only for a model that was not probed."""
+    size = entry["size_mb"] or 0.0
+    probe_ms, probe_speedup = entry.get("probe_latency_ms_per_row"), entry.get("probe_speedup")
+    tight = 1 / SELECT_HEADROOM
+    if probe_ms is not None and probe_speedup is not None:
+        return budget.meets(probe_ms, probe_speedup, size, tight)
+    return budget.meets(entry["latency_ms_per_row"], entry["speedup"] or 0.0, size, tight)
 
 
 def teacher_row(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str, Any] | None:
@@ -579,15 +608,15 @@ def teacher_row(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str
     return None
 
 
-def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[str]:
+def pareto_front(
+    points: Sequence[Mapping[str, Any]], scale: str = "comparable_ms_per_row"
+) -> list[str]:
     """Names of the points no other point beats on both accuracy and latency (lower is
     better): sorted by latency, each more accurate than every faster one."""
     measured = [
-        p
-        for p in points
-        if p.get("latency_ms_per_row") is not None and p.get("tuning_accuracy") is not None
+        p for p in points if p.get(scale) is not None and p.get("tuning_accuracy") is not None
     ]
-    measured.sort(key=lambda p: (p["latency_ms_per_row"], -p["tuning_accuracy"]))
+    measured.sort(key=lambda p: (p[scale], -p["tuning_accuracy"]))
     front, best = [], -math.inf
     for point in measured:
         if point["tuning_accuracy"] > best:
@@ -601,13 +630,41 @@ def choose_best(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     eligible = [r for r in rows if r.get("within_budget")]
     if not eligible:
         return None
-    return max(eligible, key=lambda r: (r["tuning_accuracy"], -r["latency_ms_per_row"]))
+    return max(eligible, key=lambda r: (r["tuning_accuracy"], -r["comparable_ms_per_row"]))
 
 
-def leaderboard(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str, Any]:
+def leaderboard(
+    trials: Sequence[Mapping[str, Any]],
+    budget: Budget,
+    teacher_latency: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """AutoGluon's leaderboard(): every trial (and int8 variant) best first, the teacher, the
-    Pareto frontier of accuracy against latency, and the best row within budget."""
+    Pareto frontier of accuracy against latency, and the best row within budget.
+
+    Each trial's report is timed at its own moment, so rows are put on one scale for the
+    frontier and the budget: `comparable_ms_per_row` is the planning probe's timing of the
+    row's architecture (and variant), taken in one run with the teacher's (`teacher_latency`);
+    for a model not probed, a reference teacher latency (the probe's, else the median of the
+    reports') over the row's own measured speed-up."""
     rows = [row for trial in trials for row in trial_rows(trial, budget)]
+    key = LATENCY_KEYS[budget.latency_mode]
+    reported = sorted(
+        t
+        for t in (
+            _speed((x.get("metrics") or {}).get("report") or {}, "teacher", key) for x in trials
+        )
+        if t
+    )
+    reference = (teacher_latency or {}).get(key) or (
+        reported[len(reported) // 2] if reported else None
+    )
+    for row in rows:
+        # The probe's timing (one run for every candidate and the teacher) where there is one.
+        row["comparable_ms_per_row"] = row.get("probe_latency_ms_per_row") or (
+            round(reference / row["speedup"], 4)
+            if reference and row["speedup"]
+            else row["latency_ms_per_row"]
+        )
     rows.sort(
         key=lambda r: (
             r["tuning_accuracy"] is None,
@@ -616,6 +673,8 @@ def leaderboard(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str
         )
     )
     teacher = teacher_row(trials, budget)
+    if teacher is not None:
+        teacher["comparable_ms_per_row"] = reference or teacher["latency_ms_per_row"]
     points = [*rows, *([teacher] if teacher else [])]
     front = set(pareto_front(points))
     for point in points:
@@ -625,12 +684,13 @@ def leaderboard(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str
         "budget": {**asdict(budget), "describe": budget.describe()},
         "latency": f"CPU ms per row, {budget.latency_mode} "
         + ("(batches of 32)" if budget.latency_mode == "batched" else "(batch 1)"),
+        "reference_teacher_ms_per_row": reference,
         "rows": rows,
         "teacher": teacher,
         "frontier": [
             p["name"]
             for p in sorted(
-                (p for p in points if p["pareto"]), key=lambda p: p["latency_ms_per_row"]
+                (p for p in points if p["pareto"]), key=lambda p: p["comparable_ms_per_row"]
             )
         ],
         "best": dict(best) if best else None,

@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 MetricRecord = Mapping[str, Any]
 
@@ -342,22 +343,24 @@ FRONTIER_COLOURS = {"float": "#dd8452", "int8": "#55a868", "teacher": "#4c72b0"}
 
 
 def render_frontier(board: Mapping[str, Any]) -> bytes:
-    """PNG: an auto-distill search's trials, tuning accuracy against measured CPU latency per
-    row (log scale), float and int8 apart, the teacher, the no-distill control circled, the
-    Pareto frontier as a step line, the latency budget as a vertical line and the chosen
-    student starred. Input is `GET /v1/jobs/{id}/leaderboard`'s body."""
-    figure = _new_figure(8.5, 5.2)
+    """PNG: an auto-distill search's trials, tuning accuracy against CPU latency per row (log
+    scale; each row's `comparable_ms_per_row`: one teacher timing over the row's own measured
+    speed-up, so rows timed at different moments share a scale), float and int8 apart, the
+    teacher, the no-distill control circled, the Pareto frontier as a step line, the latency
+    budget as a vertical line and the chosen student starred. Input is
+    `GET /v1/jobs/{id}/leaderboard`'s body."""
+    figure = _new_figure(10.5, 5.2)
     axes = figure.subplots()
-    rows = [r for r in board.get("rows", []) if _is_number(r.get("latency_ms_per_row"))]
+    rows = [r for r in board.get("rows", []) if _is_number(r.get("comparable_ms_per_row"))]
     rows = [r for r in rows if _is_number(r.get("tuning_accuracy"))]
     teacher: Mapping[str, Any] | None = board.get("teacher")
-    teacher_measured = teacher is not None and _is_number(teacher.get("latency_ms_per_row"))
+    teacher_measured = teacher is not None and _is_number(teacher.get("comparable_ms_per_row"))
     points = [*rows, *([teacher] if teacher_measured else [])]
     for variant in ("float", "int8"):
         chosen = [r for r in rows if r.get("variant") == variant]
         if chosen:
             axes.scatter(
-                [r["latency_ms_per_row"] for r in chosen],
+                [r["comparable_ms_per_row"] for r in chosen],
                 [r["tuning_accuracy"] for r in chosen],
                 c=FRONTIER_COLOURS[variant],
                 label=f"trials ({variant})",
@@ -367,7 +370,7 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
     controls = [r for r in rows if r.get("recipe") == "no_distill"]
     if controls:
         axes.scatter(
-            [r["latency_ms_per_row"] for r in controls],
+            [r["comparable_ms_per_row"] for r in controls],
             [r["tuning_accuracy"] for r in controls],
             facecolors="none",
             edgecolors="#333333",
@@ -377,7 +380,7 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
         )
     if teacher is not None and teacher_measured:
         axes.scatter(
-            [teacher["latency_ms_per_row"]],
+            [teacher["comparable_ms_per_row"]],
             [teacher["tuning_accuracy"]],
             marker="s",
             c=FRONTIER_COLOURS["teacher"],
@@ -385,10 +388,10 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
             label="teacher",
             zorder=3,
         )
-    front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["latency_ms_per_row"])
+    front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["comparable_ms_per_row"])
     if len(front) > 1:
         axes.step(
-            [p["latency_ms_per_row"] for p in front],
+            [p["comparable_ms_per_row"] for p in front],
             [p["tuning_accuracy"] for p in front],
             where="post",
             c="#8c8c8c",
@@ -401,13 +404,13 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
     limit: Any = budget.get("max_latency_ms_per_row")
     speedup = budget.get("min_speedup")
     if not _is_number(limit) and _is_number(speedup) and teacher is not None and teacher_measured:
-        limit = teacher["latency_ms_per_row"] / speedup
+        limit = teacher["comparable_ms_per_row"] / speedup
     if _is_number(limit):
         axes.axvline(limit, c="#c44e52", lw=1, label=f"budget ({budget.get('describe', '')})")
     best = board.get("best")
-    if best and _is_number(best.get("latency_ms_per_row")):
+    if best and _is_number(best.get("comparable_ms_per_row")):
         axes.scatter(
-            [best["latency_ms_per_row"]],
+            [best["comparable_ms_per_row"]],
             [best["tuning_accuracy"]],
             marker="*",
             c="#c44e52",
@@ -419,17 +422,25 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
         if point.get("pareto") or point is best:
             axes.annotate(
                 str(point.get("name")),
-                (point["latency_ms_per_row"], point["tuning_accuracy"]),
+                (point["comparable_ms_per_row"], point["tuning_accuracy"]),
                 textcoords="offset points",
                 xytext=(5, 4),
                 fontsize=7,
             )
     if points:
         axes.set_xscale("log")
-        axes.legend(fontsize=7, loc="lower right")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axes.xaxis.set_major_formatter(plain)
+        axes.xaxis.set_minor_formatter(plain)
+        axes.tick_params(axis="x", which="minor", labelsize=7)
+        # Outside the plot: inside, it hides whichever corner the teacher sits in.
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         _legend_or_note(axes, "no trial has been measured yet")
-    axes.set_xlabel(f"CPU ms per row ({budget.get('latency_mode', 'batched')}, log scale)")
+    axes.set_xlabel(
+        f"CPU ms per row ({budget.get('latency_mode', 'batched')}, log scale), timed with the "
+        "teacher before training"
+    )
     axes.set_ylabel("tuning accuracy")
     axes.grid(alpha=0.3)
     figure.suptitle(

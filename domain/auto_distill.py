@@ -189,7 +189,8 @@ def advance(session: Session, parent_id: str) -> str:
 
 def _finish(session: Session, parent: Job, kids: list[Job]) -> str:
     spec = SearchSpec.from_json((parent.plan or {})["auto"])
-    board = leaderboard(trial_records(session, kids), spec.budget)
+    probe = (parent.metrics or {}).get("auto", {}).get("teacher_latency")
+    board = leaderboard(trial_records(session, kids), spec.budget, probe)
     best = board["best"]
     summary = {
         "best": best,
@@ -297,8 +298,8 @@ def search_leaderboard(session: Session, job: Job) -> dict[str, Any]:
     spec = SearchSpec.from_json(auto) if auto else None
     budget = spec.budget if spec else Budget()
     kids = children(session, job.id)
-    board = leaderboard(trial_records(session, kids), budget)
     search = (job.metrics or {}).get("auto", {})
+    board = leaderboard(trial_records(session, kids), budget, search.get("teacher_latency"))
     return {
         "job": job.id,
         "status": job.status,

@@ -176,7 +176,7 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
         {"name": "b", "latency_ms_per_row": 2.0, "tuning_accuracy": 0.65},
         {"name": "c", "latency_ms_per_row": 3.0, "tuning_accuracy": 0.8},
     ]
-    assert pareto_front(points) == ["a", "c"]
+    assert pareto_front(points, "latency_ms_per_row") == ["a", "c"]
 
 
 def test_checkpoint_candidates_are_named_by_folder() -> None:
