@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from distillery.auto import (
+    NO_DISTILL,
     Candidate,
     SearchSpec,
     checkpoint_candidates,
@@ -126,12 +127,15 @@ def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> N
     specs = plan_trials(chosen, spec, job.hyperparameters, plan.config)
     trials = []
     for trial in specs:
+        # The labels-only control has no use for unlabelled rows (they teach only through
+        # the teacher's outputs): it trains on the labelled rows alone, at a fraction of the cost.
+        unlabeled = None if trial.recipe == NO_DISTILL else job.unlabeled_dataset_id
         request = JobRequest(
             kind="distill",
             train_dataset=job.train_dataset_id,
             tuning_dataset=job.tuning_dataset_id,
             teacher_model=job.teacher_model_id,
-            unlabeled_dataset=job.unlabeled_dataset_id,
+            unlabeled_dataset=unlabeled,
             label=job.label,
             text_columns=list(job.text_columns),
             hyperparameters=trial.hyperparameters,
@@ -144,7 +148,7 @@ def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> N
                 kind="distill",
                 train_dataset_id=job.train_dataset_id,
                 tuning_dataset_id=job.tuning_dataset_id,
-                unlabeled_dataset_id=job.unlabeled_dataset_id,
+                unlabeled_dataset_id=unlabeled,
                 teacher_model_id=job.teacher_model_id,
                 label=trial_plan.label,
                 text_columns=trial_plan.text_columns,
