@@ -206,8 +206,8 @@ def _finish(session: Session, parent: Job, kids: list[Job]) -> str:
         status, code, message = JobStatus.CANCELLED, "cancelled", "cancelled by request"
         values: dict[str, Any] = {"metrics": metrics}
     elif best is None:
-        status, code = JobStatus.FAILED, "budget_not_met"
         succeeded = summary["succeeded"]
+        status, code = JobStatus.FAILED, "budget_not_met" if succeeded else "trials_failed"
         message = (
             f"no trial's measured student meets the budget ({spec.budget.describe()}); "
             f"{succeeded} of {len(kids)} trials succeeded (see its leaderboard)"

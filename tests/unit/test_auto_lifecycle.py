@@ -137,3 +137,35 @@ def test_cancelling_a_search_cancels_every_trial(session: Session) -> None:
     assert search.status == "running"
     lifecycle.finish(session, first.id, 1, lifecycle.JobStatus.CANCELLED, code="cancelled")
     assert advance(session, search.id) == "cancelled"
+
+
+def test_a_planner_lost_mid_probe_is_requeued_like_any_job(
+    session: Session, sqlite_settings: Settings
+) -> None:
+    search, _ = planning_search(session)
+    search.heartbeat_at = utcnow() - timedelta(hours=1)
+    session.commit()
+    assert reap_once(session, make_celery(sqlite_settings), sqlite_settings)["requeued"] == [
+        search.id
+    ]
+    session.refresh(search)
+    assert search.status == "queued" and search.phase == "planning"
+
+
+def test_the_time_limit_cancels_trials_not_started(
+    session: Session, sqlite_settings: Settings
+) -> None:
+    search = queue_trials(session)
+    first, second = children(session, search.id)
+    assert lifecycle.claim(session, first.id, "w2@host") == 1
+    search.metrics = {"auto": {"deadline": (utcnow() - timedelta(seconds=1)).isoformat()}}
+    session.commit()
+    reap_once(session, make_celery(sqlite_settings), sqlite_settings)
+    session.refresh(second)
+    session.refresh(first)
+    assert second.status == "cancelled" and first.status == "running"
+    assert "time_limit" in [e.kind for e in second.events]
+    lifecycle.finish(session, first.id, 1, lifecycle.JobStatus.FAILED, code="internal")
+    assert advance(session, search.id) == "failed"
+    session.refresh(search)
+    assert search.error_code == "trials_failed"
