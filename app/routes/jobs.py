@@ -24,7 +24,7 @@ from app.schemas import (
 )
 from app.services.reports import ReportFigure, report_html, report_png
 from distillery.report_render import render_frontier
-from domain.auto_distill import search_leaderboard
+from domain.auto_distill import AUTO_KIND, search_leaderboard
 from domain.jobs import (
     JobRequest,
     cancel_job,
@@ -238,8 +238,21 @@ def read_report(
 ) -> dict[str, Any] | Response:
     """A distill job's distillation report: student and teacher quality on the tuning rows,
     agreement, calibration (ECE), parameters, size on disk and CPU latency per row.
-    `Accept: image/png` draws it, `text/html` gives one page with the figures and numbers."""
+    `Accept: image/png` draws it, `text/html` gives one page with the figures and numbers.
+    An auto_distill job's report is its leaderboard with the chosen trial's distillation
+    report (`chosen_report`); its PNG is the accuracy-latency frontier."""
     media_type = choose_media_type(accept, REPORT_MEDIA_TYPES)
+    job = get_job(session, job_id, caller=caller)
+    if job.kind == AUTO_KIND and media_type != "text/html":
+        board = search_leaderboard(session, job)
+        if media_type == "image/png":
+            return Response(
+                render_frontier(board), media_type="image/png", headers={"Vary": "Accept"}
+            )
+        best = board.get("best") or {}
+        if best.get("trial"):
+            board["chosen_report"] = job_report(session, best["trial"], baseline_job, caller)
+        return JSONResponse(jsonable_encoder(board), headers={"Vary": "Accept"})
     if media_type == "image/png":
         png = report_png(session, job_id, baseline_job, caller, figure)
         return Response(png, media_type="image/png", headers={"Vary": "Accept"})

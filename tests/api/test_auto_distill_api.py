@@ -119,6 +119,11 @@ def test_client_and_cli_show_a_finished_search(
     assert board.iloc[-1]["name"] == "teacher"
     assert bool(board.set_index("name").loc[first_id, "within_budget"]) is True
     assert [t.id for t in job.trials()] != []
+    # The report of a search: its leaderboard, the chosen trial's report, the frontier drawn.
+    report = client.get(f"/v1/jobs/{search_id}/report").json()
+    assert report["best"]["trial"] == first_id and report["chosen_report"]["job"] == first_id
+    drawn = client.get(f"/v1/jobs/{search_id}/report", headers={"Accept": "image/png"})
+    assert drawn.content.startswith(b"\x89PNG")
     args = argparse.Namespace(job_id=search_id, png=None, json=False)
     assert jobs_leaderboard(remote, args) == 0
     out = capsys.readouterr().out
