@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 TEACHER_HYPERPARAMETERS = """optimization.max_epochs=12
 optimization.learning_rate=3e-3
 env.batch_size=16"""
-# Small batches and frequent validation: enough logged steps to watch the curves grow.
-STUDENT_HYPERPARAMETERS = """optimization.max_epochs=3
+# Small batches, frequent validation and enough epochs that training outlasts several of the
+# page's polls (0.75 s apart) even on a quiet machine: the curves must be seen growing.
+STUDENT_HYPERPARAMETERS = """optimization.max_epochs=10
 optimization.learning_rate=3e-3
 optimization.val_check_interval=0.25
 env.batch_size=4

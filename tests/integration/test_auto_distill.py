@@ -64,7 +64,9 @@ def test_search_runs_trials_in_parallel_survives_sigkill_and_cancels(
                 "tuning_dataset": tuning,
                 "teacher_model": teacher,
                 "hyperparameters": {
-                    "optimization.max_epochs": 3,
+                    # Long enough (about 160 steps) that the trials overlap and the victim
+                    # is still training when the kill lands after its first checkpoint.
+                    "optimization.max_epochs": 8,
                     "optimization.patience": 1000,
                     "optimization.learning_rate": 1e-3,
                     "distiller.augmentation_pair_copies": 0,
