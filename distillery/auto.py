@@ -578,10 +578,9 @@ def _within(entry: Mapping[str, Any], budget: Budget) -> bool:
     decides only for a model that was not probed."""
     size = entry["size_mb"] or 0.0
     probe_ms, probe_speedup = entry.get("probe_latency_ms_per_row"), entry.get("probe_speedup")
-    tight = 1 / SELECT_HEADROOM
     if probe_ms is not None and probe_speedup is not None:
-        return budget.meets(probe_ms, probe_speedup, size, tight)
-    return budget.meets(entry["latency_ms_per_row"], entry["speedup"] or 0.0, size, tight)
+        return budget.meets(probe_ms, probe_speedup, size, PRUNE_SLACK)
+    return budget.meets(entry["latency_ms_per_row"], entry["speedup"] or 0.0, size, PRUNE_SLACK)
 
 
 def teacher_row(trials: Sequence[Mapping[str, Any]], budget: Budget) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,22 +214,27 @@ def _refuse(title: str, detail: str, field: str = "file") -> CheckpointError:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _refuse("Invalid AutoMM predictor", f"{path.name} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise _refuse("Invalid AutoMM predictor", f"{path.name} is not a JSON object")
-    return raw
+    return _read_mapping(path, json.loads, (json.JSONDecodeError,), "JSON", "object")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,), "YAML", "mapping")
+
+
+def _read_mapping(
+    path: Path,
+    parse: Callable[[str], Any],
+    parse_errors: tuple[type[Exception], ...],
+    language: str,
+    container: str,
+) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _refuse("Invalid AutoMM predictor", f"{path.name} is not valid YAML: {exc}") from None
+        raw = parse(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, *parse_errors) as exc:
+        detail = f"{path.name} is not valid {language}: {exc}"
+        raise _refuse("Invalid AutoMM predictor", detail) from None
     if not isinstance(raw, dict):
-        raise _refuse("Invalid AutoMM predictor", f"{path.name} is not a YAML mapping")
+        raise _refuse("Invalid AutoMM predictor", f"{path.name} is not a {language} {container}")
     return raw
 
 

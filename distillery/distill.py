@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from distillery.encoding import EncodedRow, collate, encode_rows
+from distillery.encoding import EncodedRow, collate
 from distillery.hyperparams import HyperparameterError, TrainingConfig
 from distillery.inference import compute_outputs_and_features
 from distillery.losses import (
@@ -120,9 +120,7 @@ def teacher_outputs_for(
         cached = cache.load(key, need_features)
         if cached is not None:
             return TeacherRun(cached, "cache", time.perf_counter() - started)
-    rows = encode_rows(
-        teacher.tokenizer, frame, text_columns, max_len, column_segments=teacher.column_segments
-    )
+    rows = teacher.encode(frame, text_columns)
     logits, features = compute_outputs_and_features(
         teacher.model,
         rows,

@@ -19,7 +19,11 @@ def row_texts(
     frame: pd.DataFrame, text_columns: Sequence[str]
 ) -> tuple[list[str], list[str] | None]:
     """First text column as the text; the others, joined, as the second segment of a pair."""
-    return _texts_and_pairs([frame[c].fillna("").astype(str).tolist() for c in text_columns])
+    return _texts_and_pairs(_frame_columns(frame, text_columns))
+
+
+def _frame_columns(frame: pd.DataFrame, text_columns: Sequence[str]) -> list[list[str]]:
+    return [frame[c].fillna("").astype(str).tolist() for c in text_columns]
 
 
 def _texts_and_pairs(columns: list[list[str]]) -> tuple[list[str], list[str] | None]:
@@ -43,9 +47,8 @@ def encode_rows(
     packed as AutoGluon AutoMM's hf_text does it (see `encode_columns`)."""
     if frame.empty:
         return []
-    if column_segments is not None:
-        return encode_columns(tokenizer, frame, text_columns, max_length, column_segments)
-    return _encode(tokenizer, *row_texts(frame, text_columns), max_length)
+    columns = _frame_columns(frame, text_columns)
+    return _encode_text_columns(tokenizer, columns, max_length, column_segments)
 
 
 def encode_records(
@@ -60,10 +63,18 @@ def encode_records(
     token ids, without building a DataFrame, which costs more than tokenizing one short row."""
     if not records:
         return []
-    if column_segments is not None:
-        frame = pd.DataFrame.from_records(records, columns=list(text_columns))
-        return encode_columns(tokenizer, frame, text_columns, max_length, column_segments)
     columns = [[record[c] for record in records] for c in text_columns]
+    return _encode_text_columns(tokenizer, columns, max_length, column_segments)
+
+
+def _encode_text_columns(
+    tokenizer: PreTrainedTokenizerBase,
+    columns: list[list[str]],
+    max_length: int,
+    column_segments: int | None,
+) -> list[EncodedRow]:
+    if column_segments is not None:
+        return encode_columns(tokenizer, columns, max_length, column_segments)
     return _encode(tokenizer, *_texts_and_pairs(columns), max_length)
 
 
@@ -107,27 +118,25 @@ def trimmed_lengths(lengths: Sequence[int], budget: int) -> list[int]:
 
 def encode_columns(
     tokenizer: PreTrainedTokenizerBase,
-    frame: pd.DataFrame,
-    text_columns: Sequence[str],
+    columns: list[list[str]],
     max_length: int,
     segments: int,
 ) -> list[EncodedRow]:
-    """AutoMM's hf_text packing: every column tokenized alone, trimmed by `trimmed_lengths`
-    to fit `max_length` with one [CLS] and a [SEP] after each column, and segment ids that
-    cycle over `segments` (AutoMM's TextProcessor.build_one_token_sequence)."""
+    """AutoMM's hf_text packing of `columns` (one list of texts per text column): every
+    column tokenized alone, trimmed by `trimmed_lengths` to fit `max_length` with one [CLS]
+    and a [SEP] after each column, and segment ids that cycle over `segments` (AutoMM's
+    TextProcessor.build_one_token_sequence)."""
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     if cls_id is None or sep_id is None:
         raise ValueError("per-column packing needs a tokenizer with [CLS] and [SEP] tokens")
-    columns = [
-        tokenizer(
-            frame[c].fillna("").astype(str).tolist(), add_special_tokens=False, truncation=False
-        )["input_ids"]
-        for c in text_columns
+    token_ids = [
+        tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        for texts in columns
     ]
     with_types = "token_type_ids" in tokenizer.model_input_names
-    budget = max_length - (len(text_columns) + 1)
+    budget = max_length - (len(columns) + 1)
     rows: list[EncodedRow] = []
-    for parts in zip(*columns, strict=True):
+    for parts in zip(*token_ids, strict=True):
         ids, types, segment = [cls_id], [0], 0
         for part, keep in zip(parts, trimmed_lengths([len(p) for p in parts], budget), strict=True):
             ids += [*part[:keep], sep_id]

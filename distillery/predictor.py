@@ -60,13 +60,18 @@ class Predictor:
                 field="text_columns",
             )
 
-    def encode(self, frame: pd.DataFrame) -> list[EncodedRow]:
-        """Token ids of each row, unpadded (tokenizing only: no forward pass)."""
-        self.check_columns(frame)
+    def encode(
+        self, frame: pd.DataFrame, text_columns: Sequence[str] | None = None
+    ) -> list[EncodedRow]:
+        """Token ids of each row, unpadded (tokenizing only: no forward pass), as this model
+        reads them (its length limit and packing). `text_columns` names the frame's columns in
+        the model's order when they are not the model's own names (a job's data for a teacher)."""
+        if text_columns is None:
+            self.check_columns(frame)
         return encode_rows(
             self.tokenizer,
             frame,
-            self.metadata.text_columns,
+            text_columns or self.metadata.text_columns,
             self.max_text_len,
             column_segments=self.column_segments,
         )

@@ -352,13 +352,7 @@ def train(
 
         if online:
             all_rows = pd.concat([train_frame, unlabeled_frame], ignore_index=True)
-            teacher_rows = encode_rows(
-                teacher.tokenizer,
-                all_rows,
-                data.text_columns,
-                teacher.max_text_len,
-                column_segments=teacher.column_segments,
-            )
+            teacher_rows = teacher.encode(all_rows, data.text_columns)
         else:
             train_outputs = outputs_for(train_frame)
             unlabeled_outputs = outputs_for(unlabeled_frame) if len(unlabeled_frame) else None

@@ -20,9 +20,10 @@ from distillery.tables import (
     storable_frame,
 )
 from domain.auth import Caller
-from domain.errors import Conflict, Forbidden, Invalid, TooLarge
+from domain.errors import Conflict, Invalid, TooLarge
 from domain.orm import Dataset, Job, new_id, utcnow
 from domain.rows import visible_page, visible_row
+from domain.server_paths import allowed_server_path
 from domain.status import TERMINAL_STATUSES
 from domain.storage import ArtifactStore, dataset_key
 
@@ -85,25 +86,9 @@ def ingest_dataset(
 
 def read_server_file(roots: list[Path], raw_path: str, max_bytes: int) -> tuple[Path, bytes]:
     """Read a table the server already has, only from under the configured roots."""
-    if not roots:
-        raise Forbidden(
-            "Server paths disabled",
-            "this server does not register server-side files (DISTILLERY_ALLOWED_DATA_ROOTS "
-            "is empty); upload the file with POST /v1/datasets instead",
-            field="path",
-        )
-    if "\x00" in raw_path or not Path(raw_path).is_absolute():
-        raise Invalid("Invalid path", "path must be an absolute path on the server", field="path")
-    # resolve() follows links, so a link under a root that points elsewhere is refused too.
-    resolved = Path(raw_path).resolve()
-    allowed = [root.resolve() for root in roots]
-    if not any(resolved.is_relative_to(root) for root in allowed):
-        raise Forbidden(
-            "Path not allowed",
-            f"'{raw_path}' is outside the folders this server may read "
-            f"({', '.join(str(root) for root in allowed)})",
-            field="path",
-        )
+    resolved = allowed_server_path(
+        roots, raw_path, upload_instead="upload the file with POST /v1/datasets instead"
+    )
     if not resolved.is_file():
         raise Invalid("File not found", f"no file at '{raw_path}'", field="path")
     size = resolved.stat().st_size

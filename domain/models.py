@@ -36,9 +36,10 @@ from distillery.variants import example_rows
 from domain.archives import MAX_ARCHIVE_MEMBERS, extract_archive
 from domain.auth import Caller
 from domain.datasets import clean_name
-from domain.errors import Conflict, Forbidden, Invalid, TooLarge
+from domain.errors import Conflict, Invalid, TooLarge
 from domain.orm import Job, Model, is_well_formed_id, new_id, utcnow
 from domain.rows import visible_page, visible_row
+from domain.server_paths import allowed_server_path
 from domain.status import TERMINAL_STATUSES
 from domain.storage import ArtifactStore, model_key
 
@@ -163,24 +164,11 @@ def _store_checkpoint(
 
 def allowed_folder(roots: list[Path], raw_path: str) -> Path:
     """A folder the server may read: absolute, and (links resolved) under one of `roots`."""
-    if not roots:
-        raise Forbidden(
-            "Server paths disabled",
-            "this server does not register server-side folders (DISTILLERY_ALLOWED_DATA_ROOTS "
-            "is empty); upload the folder as an archive with POST /v1/models instead",
-            field="path",
-        )
-    if "\x00" in raw_path or not Path(raw_path).is_absolute():
-        raise Invalid("Invalid path", "path must be an absolute path on the server", field="path")
-    resolved = Path(raw_path).resolve()
-    allowed = [root.resolve() for root in roots]
-    if not any(resolved.is_relative_to(root) for root in allowed):
-        raise Forbidden(
-            "Path not allowed",
-            f"'{raw_path}' is outside the folders this server may read "
-            f"({', '.join(str(root) for root in allowed)})",
-            field="path",
-        )
+    resolved = allowed_server_path(
+        roots,
+        raw_path,
+        upload_instead="upload the folder as an archive with POST /v1/models instead",
+    )
     if not resolved.is_dir():
         raise Invalid("Folder not found", f"no folder at '{raw_path}'", field="path")
     return resolved
@@ -354,6 +342,16 @@ def onnx_archive(session: Session, store: ArtifactStore, model: Model, max_rows:
     model.metrics = {**model.metrics, "onnx": check}
     session.commit()
     return Path(name)
+
+
+def download_archive(
+    session: Session, store: ArtifactStore, model: Model, archive_format: str, max_rows: int
+) -> tuple[Path, str]:
+    """The archive GET .../download serves ("bundle" or "onnx") and its file name; the caller
+    removes the temporary file."""
+    if archive_format == "onnx":
+        return onnx_archive(session, store, model, max_rows), f"{model.id}-onnx.tar.gz"
+    return bundle_archive(store, model), f"{model.id}.tar.gz"
 
 
 def resolve_backbone(

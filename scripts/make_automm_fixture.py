@@ -138,7 +138,7 @@ def check_packing(predictor, rows: int = 300) -> None:  # type: ignore[no-untype
                 processor.max_len = max_len
                 want = processor.build_one_token_sequence_from_text(row, is_training=False)
                 got = encode_columns(
-                    tokenizer, pd.DataFrame([row]), columns, max_len, processor.text_segment_num
+                    tokenizer, [[row[c]] for c in columns], max_len, processor.text_segment_num
                 )[0]
                 assert list(want[processor.text_token_ids_key]) == got["input_ids"], row
                 assert list(want[processor.text_segment_ids_key]) == got["token_type_ids"], row

@@ -33,11 +33,10 @@ from app.serving import ServingContext, serving_context
 from app.uploads import parse_name_list, read_capped
 from domain.datasets import get_dataset
 from domain.models import (
-    bundle_archive,
     delete_model,
+    download_archive,
     get_model,
     list_models,
-    onnx_archive,
     register_server_folder,
     register_upload,
 )
@@ -254,15 +253,13 @@ def download_model(
     """Download the model's bundle; `transformers` loads the unpacked folder as it is. With
     `format=onnx`, the model exported for ONNX Runtime (takes seconds: it is exported now)."""
     model = get_model(session, model_id, caller=caller)
-    if format == "onnx":
-        archive = onnx_archive(session, store, model, settings.variant_eval_max_rows)
-    else:
-        archive = bundle_archive(store, model)
-    suffix = "-onnx" if format == "onnx" else ""
+    archive, filename = download_archive(
+        session, store, model, format, settings.variant_eval_max_rows
+    )
     return FileResponse(
         archive,
         media_type="application/gzip",
-        filename=f"{model.id}{suffix}.tar.gz",
+        filename=filename,
         background=BackgroundTask(os.unlink, archive),
     )
 
@@ -330,9 +327,7 @@ async def predict_proba(
     variant: str | None = VariantQuery,
 ) -> PredictResponse:
     """Class probabilities (with the predicted class) for up to 1024 rows; classifiers only."""
-    return await predict_rows(
-        serving, caller, model_id, variant, request, classifiers_only=True
-    )
+    return await predict_rows(serving, caller, model_id, variant, request, classifiers_only=True)
 
 
 @router.get(

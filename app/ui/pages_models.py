@@ -22,7 +22,7 @@ from app.ui.render import page
 from app.ui.routing import ConsoleRoute
 from app.ui.session import CSRF_FIELD, ConsoleCaller, check_csrf
 from domain.auth import Caller
-from domain.models import bundle_archive, get_model, list_models, onnx_archive
+from domain.models import download_archive, get_model, list_models
 from domain.orm import Dataset, Job, Model
 from domain.pagination import DEFAULT_LIMIT
 from domain.variants import list_variants
@@ -148,14 +148,12 @@ def download(
 ) -> Response:
     """The same archives as GET /v1/models/{id}/download, for a browser signed in by cookie."""
     model = get_model(session, model_id, caller=caller)
-    if format == "onnx":
-        archive = onnx_archive(session, store, model, settings.variant_eval_max_rows)
-    else:
-        archive = bundle_archive(store, model)
-    suffix = "-onnx" if format == "onnx" else ""
+    archive, filename = download_archive(
+        session, store, model, format, settings.variant_eval_max_rows
+    )
     return FileResponse(
         archive,
         media_type="application/gzip",
-        filename=f"{model.id}{suffix}.tar.gz",
+        filename=filename,
         background=BackgroundTask(os.unlink, archive),
     )

@@ -93,14 +93,7 @@ def remember_csrf(request: Request, response: Response) -> None:
     """Set the CSRF cookie on `response` when this request made a new token."""
     token = getattr(request.state, "new_csrf", None)
     if token:
-        response.set_cookie(
-            CSRF_COOKIE,
-            token,
-            httponly=True,
-            samesite="strict",
-            secure=_is_https(request),
-            path=COOKIE_PATH,
-        )
+        _set_console_cookie(request, response, CSRF_COOKIE, token)
 
 
 def rotate_csrf(request: Request) -> str:
@@ -123,13 +116,13 @@ def check_csrf(request: Request, submitted: str | None) -> None:
 
 
 def set_session(request: Request, response: Response, secret: str) -> None:
+    _set_console_cookie(request, response, SESSION_COOKIE, secret)
+
+
+def _set_console_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    """HttpOnly, SameSite=Strict, limited to /ui, and Secure when the page came over HTTPS."""
     response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        httponly=True,
-        samesite="strict",
-        secure=_is_https(request),
-        path=COOKIE_PATH,
+        name, value, httponly=True, samesite="strict", secure=_is_https(request), path=COOKIE_PATH
     )
 
 
