@@ -25,14 +25,15 @@ def trials_of(client: TestClient, job_id: str) -> list[dict]:
     return client.get(f"/v1/jobs?parent_job={job_id}").json()["data"]
 
 
-def wait_until(check, what: str, timeout: float = 120) -> object:  # type: ignore[no-untyped-def]
+def wait_until(check, what: str, timeout: float = 120, state=None) -> object:  # type: ignore[no-untyped-def]
+    """`check()`'s first truthy value; on timeout, the error says `state()` (what was seen)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.3)
-    raise TimeoutError(what)
+    raise TimeoutError(what if state is None else f"{what}; state: {state()}")
 
 
 def first_claim(client: TestClient, job_id: str) -> datetime:
@@ -90,7 +91,14 @@ def test_search_runs_trials_in_parallel_survives_sigkill_and_cancels(
                 running = [t for t in trials if t["status"] == "running"]
                 return trials if len(running) == 2 else None
 
-            trials = wait_until(both_running, "two trials running at once")
+            trials = wait_until(
+                both_running,
+                "two trials running at once",
+                state=lambda: (
+                    api.get(f"/v1/jobs/{search['id']}").json(),
+                    trials_of(api, search["id"]),
+                ),
+            )
             assert isinstance(trials, list) and len(trials) == 2
             assert api.get(f"/v1/jobs/{search['id']}").json()["phase"] == "trials"
 
