@@ -65,9 +65,10 @@ def test_search_runs_trials_in_parallel_survives_sigkill_and_cancels(
                 "tuning_dataset": tuning,
                 "teacher_model": teacher,
                 "hyperparameters": {
-                    # Long enough (about 160 steps) that the trials overlap and the victim
-                    # is still training when the kill lands after its first checkpoint.
-                    "optimization.max_epochs": 8,
+                    # Long enough (about 800 steps, several seconds even on a quiet machine:
+                    # 160 steps once took 1.6 s, under the polls' reach) that the trials are
+                    # seen overlapping and the victim is still training when the kill lands.
+                    "optimization.max_epochs": 40,
                     "optimization.patience": 1000,
                     "optimization.learning_rate": 1e-3,
                     "distiller.augmentation_pair_copies": 0,
