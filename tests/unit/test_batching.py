@@ -193,3 +193,30 @@ def test_a_batch_runs_as_sorted_chunks_answered_one_by_one(executor: ThreadPoolE
     assert first_answer_came_first == [True]
     # Sorted by first number, then cut at 3 rows: [1, 1] + [2]; [3] + [5]; [7, 7] + [9].
     assert recorder.batches == [[[1, 1], [2]], [[3], [5]], [[7, 7], [9]]]
+
+
+def test_the_next_batch_runs_while_the_event_loop_is_busy(executor: ThreadPoolExecutor) -> None:
+    """The worker takes batch after batch on the inference thread: a loop busy parsing other
+    requests (here: blocked outright) does not leave the model idle between batches."""
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    second_batch = threading.Event()
+
+    def run_batch(items: list[list[int]]) -> list[list[int]]:
+        if recorder.batches:
+            second_batch.set()
+        return recorder(items)
+
+    batcher = MicroBatcher(run_batch, executor=executor, max_batch_size=1, rows_of=len)
+
+    async def run() -> tuple[bool, list[list[int]]]:
+        tasks = [asyncio.create_task(batcher.submit([n], timeout=10)) for n in (1, 2)]
+        await asyncio.to_thread(recorder.started.wait, 10)
+        gate.set()
+        # Blocks the event loop itself: only the inference thread can start the second batch.
+        ran_meanwhile = second_batch.wait(5)
+        return ran_meanwhile, list(await asyncio.gather(*tasks))
+
+    ran_meanwhile, results = asyncio.run(run())
+    assert ran_meanwhile
+    assert results == [[2], [4]]
