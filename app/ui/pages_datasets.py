@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.cursors import CursorQuery, to_domain
 from app.deps import SessionDep, SettingsDep, StoreDep
+from app.idempotency import fingerprint_upload
 from app.ui.forms import UploadOptions, blank_to_none
+from app.ui.once import IDEMPOTENCY_FIELD, create_once
 from app.ui.problems import field_of, is_known_problem, problem_for
 from app.ui.render import page
 from app.ui.routing import ConsoleRoute
@@ -72,9 +74,11 @@ async def upload_dataset(
     encoding: str = Form(default=""),
     delimiter: str = Form(default=""),
     csrf_token: str = Form(default="", alias=CSRF_FIELD),
+    idempotency_key: str = Form(default="", alias=IDEMPOTENCY_FIELD),
 ) -> Response:
     """The upload form, through the service POST /v1/datasets uses: a refusal is shown next to
-    the field it names, and nothing is stored."""
+    the field it names, and nothing is stored. The form's one-time key makes a resubmit open
+    the dataset the first post stored instead of storing it twice."""
     check_csrf(request, csrf_token)
     form = {
         "name": name,
@@ -89,19 +93,26 @@ async def upload_dataset(
     try:
         options = UploadOptions(delimiter=delimiter or None)
         content = await read_capped(file, settings.max_upload_bytes)
-        dataset = await run_in_threadpool(
-            ingest_dataset,
-            session,
-            store,
-            filename=file.filename,
-            content=content,
-            name=blank_to_none(name),
-            label=blank_to_none(label),
-            text_columns=parse_name_list(text_columns),
-            encoding=blank_to_none(encoding),
-            delimiter=options.delimiter,
-            owner=caller.owner,
-        )
+        filename = file.filename
+
+        async def ingest() -> str:
+            dataset = await run_in_threadpool(
+                ingest_dataset,
+                session,
+                store,
+                filename=filename,
+                content=content,
+                name=blank_to_none(name),
+                label=blank_to_none(label),
+                text_columns=parse_name_list(text_columns),
+                encoding=blank_to_none(encoding),
+                delimiter=options.delimiter,
+                owner=caller.owner,
+            )
+            return dataset.id
+
+        fingerprint = fingerprint_upload(content, {**form, "filename": filename})
+        dataset_id = await create_once(request, caller, idempotency_key, fingerprint, ingest)
     except Exception as exc:
         if not is_known_problem(request, exc):
             raise
@@ -111,7 +122,7 @@ async def upload_dataset(
         return _list_page(
             request, session, caller, None, form=form, errors=errors, status_code=problem["status"]
         )
-    return RedirectResponse(f"/ui/datasets/{dataset.id}", status_code=303)
+    return RedirectResponse(f"/ui/datasets/{dataset_id}", status_code=303)
 
 
 @router.get("/ui/datasets/{dataset_id}")

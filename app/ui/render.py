@@ -7,6 +7,7 @@ browser too), so the console works with no network beyond the server itself.
 from __future__ import annotations
 
 import math
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,14 @@ def page(
     *,
     status_code: int = 200,
 ) -> Response:
-    """Render a console page with what every page needs: the CSRF token for its forms, who is
-    signed in, and whether auth is on."""
+    """Render a console page with what every page needs: the CSRF token for its forms, a fresh
+    one-time key for a form that creates something (app/ui/once.py), who is signed in, and
+    whether auth is on."""
     settings = request.app.state.settings
     values = {
         "request": request,
         "csrf_token": csrf_token(request),
+        "form_key": secrets.token_urlsafe(24),
         "auth_enabled": settings.auth_enabled,
         "signed_in_as": getattr(request.state, "console_key_name", None),
         "errors": {},
