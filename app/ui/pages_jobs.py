@@ -1,29 +1,36 @@
-"""Jobs: the list (by status and kind), the submit form, one job live (status, progress, ETA,
-curves, events, cancel) and its distillation report."""
+"""Jobs: the list (by status, kind and search), the submit form, one job live (status,
+progress, ETA, curves, events, cancel), an auto-distill search's leaderboard and frontier, and
+a distill job's report."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.cursors import CursorQuery, to_domain
 from app.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from app.idempotency import fingerprint_json
 from app.routes.jobs import job_out
 from app.schemas import JobCreate
 from app.services.reports import report_html
 from app.ui.forms import blank_to_none, format_hyperparameters, parse_hyperparameters
+from app.ui.once import IDEMPOTENCY_FIELD, create_once
 from app.ui.problems import field_of, is_known_problem, problem_for
 from app.ui.render import page, with_console_headers
 from app.ui.routing import ConsoleRoute
 from app.ui.session import CSRF_FIELD, ConsoleCaller, check_csrf
 from app.uploads import parse_name_list
+from distillery.auto import LATENCY_KEYS
+from distillery.report_render import render_frontier
 from domain.auth import Caller
+from domain.auto_distill import AUTO_KIND, children, search_leaderboard
 from domain.datasets import list_datasets
 from domain.jobs import (
     JobRequest,
@@ -42,9 +49,13 @@ from domain.status import TERMINAL_STATUSES
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 JobStatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JobKindFilter = Literal["finetune", "distill"]
+JobKindFilter = Literal["finetune", "distill", "auto_distill"]
+FormKind = Literal["finetune", "distill"]
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-KINDS = ("finetune", "distill")
+KINDS = ("finetune", "distill", "auto_distill")
+# What the submit form makes; a search is submitted through POST /v1/jobs (its `auto` budget).
+FORM_KINDS = ("finetune", "distill")
+JobIdQuery = Query(default=None, pattern=r"^job_[0-9a-f]{20}$")
 # What the submit form starts with: a short run on the default backbone.
 DEFAULT_HYPERPARAMETERS = "optimization.max_epochs=2\n"
 # The report page's iframe shows the report renderer's own page, which styles itself inline.
@@ -58,21 +69,43 @@ def jobs_page(
     caller: ConsoleCaller,
     status: JobStatusFilter | None = None,
     kind: JobKindFilter | None = None,
+    parent_job: str | None = JobIdQuery,
     cursor: str | None = CursorQuery,
 ) -> Response:
-    jobs, next_cursor = list_jobs(session, status, kind, DEFAULT_LIMIT, to_domain(cursor), caller)
+    """Jobs, newest first; `parent_job` lists one search's trials. A search shows how many
+    trials it has, a trial which search it belongs to."""
+    if parent_job is not None:
+        get_job(session, parent_job, caller=caller)  # another key's search is not found
+    jobs, next_cursor = list_jobs(
+        session, status, kind, DEFAULT_LIMIT, to_domain(cursor), caller, parent_job=parent_job
+    )
     return page(
         request,
         "jobs.html",
         {
             "jobs": [job_out(job) for job in jobs],
+            "trial_counts": _trial_counts(session, jobs),
             "next_cursor": next_cursor,
             "statuses": STATUSES,
             "kinds": KINDS,
             "status": status,
             "kind": kind,
+            "parent_job": parent_job,
         },
     )
+
+
+def _trial_counts(session: Session, jobs: list[Job]) -> dict[str, int]:
+    """How many trials each search on the page has (one query for the page)."""
+    searches = [job.id for job in jobs if job.kind == AUTO_KIND]
+    if not searches:
+        return {}
+    counts = session.execute(
+        select(Job.parent_job_id, func.count())
+        .where(Job.parent_job_id.in_(searches))
+        .group_by(Job.parent_job_id)
+    ).all()
+    return {str(parent): int(count) for parent, count in counts}
 
 
 def _choices(session: Session, caller: Caller) -> dict[str, Any]:
@@ -94,7 +127,7 @@ def _form_page(
     return page(
         request,
         "job_new.html",
-        {**_choices(session, caller), "form": form, "errors": errors or {}, "kinds": KINDS},
+        {**_choices(session, caller), "form": form, "errors": errors or {}, "kinds": FORM_KINDS},
         status_code=status_code,
     )
 
@@ -104,7 +137,7 @@ def new_job_page(
     request: Request,
     session: SessionDep,
     caller: ConsoleCaller,
-    kind: JobKindFilter = "finetune",
+    kind: FormKind = "finetune",
     teacher_model: str = "",
     train_dataset: str = "",
 ) -> Response:
@@ -128,7 +161,8 @@ async def submit_job_form(
     caller: ConsoleCaller,
 ) -> Response:
     """The form becomes the API's JobCreate body and goes through the same checks and the same
-    submit as POST /v1/jobs; any refusal is shown next to the field it names."""
+    submit as POST /v1/jobs; any refusal is shown next to the field it names. The form's
+    one-time key makes a resubmit open the job the first post queued instead of a second."""
     submitted = await request.form()
     check_csrf(request, str(submitted.get(CSRF_FIELD, "")))
     names = (
@@ -160,16 +194,22 @@ async def submit_job_form(
         if (columns := parse_name_list(form["text_columns"])) is not None:
             body["text_columns"] = columns
         request_body = JobCreate.model_validate(body)
-        job = await run_in_threadpool(
-            submit_job,
-            session,
-            store,
-            celery,
-            settings.task_queue,
-            JobRequest(**request_body.model_dump()),
-            caller,
-            settings.allowed_data_roots,
-        )
+
+        async def submit() -> str:
+            job = await run_in_threadpool(
+                submit_job,
+                session,
+                store,
+                celery,
+                settings.task_queue,
+                JobRequest(**request_body.model_dump()),
+                caller,
+                settings.allowed_data_roots,
+            )
+            return job.id
+
+        key = str(submitted.get(IDEMPOTENCY_FIELD, ""))
+        job_id = await create_once(request, caller, key, fingerprint_json(request_body), submit)
     except Exception as exc:
         if not is_known_problem(request, exc):
             raise
@@ -185,7 +225,7 @@ async def submit_job_form(
             errors=errors,
             status_code=int(problem["status"]),
         )
-    return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
+    return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
 
 
 def _related(session: Session, caller: Caller, job: Job) -> dict[str, str]:
@@ -199,21 +239,69 @@ def _related(session: Session, caller: Caller, job: Job) -> dict[str, str]:
     return {row.id: row.name for row in rows if row is not None and caller.can_see(row.owner)}
 
 
+def _search_version(search: Job, trials: list[Job]) -> str:
+    """Changes whenever the leaderboard can: the search's status or phase, or a trial's status
+    (a trial's numbers are written when it ends). The page polls this, not the leaderboard."""
+    state = [search.status, search.phase or "", *(f"{t.id}:{t.status}" for t in trials)]
+    return hashlib.sha256("|".join(state).encode()).hexdigest()[:16]
+
+
+def _search_context(session: Session, search: Job) -> dict[str, Any]:
+    """What leaderboard.html draws: the leaderboard as it stands, and the trials' progress."""
+    board = search_leaderboard(session, search)
+    trials = children(session, search.id)
+    measured = [
+        row
+        for row in [*board["rows"], *([board["teacher"]] if board["teacher"] else [])]
+        if row.get("comparable_ms_per_row") is not None and row.get("tuning_accuracy") is not None
+    ]
+    return {
+        "board": board,
+        "version": _search_version(search, trials),
+        "progress": {trial.id: trial.progress for trial in trials},
+        "trials_total": len(trials),
+        "trials_ended": sum(trial.status in TERMINAL_STATUSES for trial in trials),
+        "measured": bool(measured),
+        "latency_key": LATENCY_KEYS.get(board["budget"]["latency_mode"], "batched_ms_per_row"),
+    }
+
+
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, job_id: str, session: SessionDep, caller: ConsoleCaller) -> Response:
     job = get_job(session, job_id, caller=caller)
-    return page(
-        request,
-        "job.html",
-        {
-            "job": job_out(job),
-            "names": _related(session, caller, job),
-            "events": job_events(session, job_id, caller),
-            "terminal": job.status in TERMINAL_STATUSES,
-            "has_report": job.kind == "distill" and "report" in job.metrics,
-            "hyperparameters": format_hyperparameters(job.hyperparameters),
-        },
-    )
+    context: dict[str, Any] = {
+        "job": job_out(job),
+        "names": _related(session, caller, job),
+        "events": job_events(session, job_id, caller),
+        "terminal": job.status in TERMINAL_STATUSES,
+        "has_report": job.kind == "distill" and "report" in job.metrics,
+        "hyperparameters": format_hyperparameters(job.hyperparameters),
+        # A search's trial says which search it is and what it tries.
+        "trial": (job.metrics or {}).get("trial") if job.parent_job_id else None,
+    }
+    if job.kind == AUTO_KIND:
+        context.update(_search_context(session, job))
+    return page(request, "job.html", context)
+
+
+@router.get("/ui/jobs/{job_id}/leaderboard")
+def leaderboard_part(
+    request: Request, job_id: str, session: SessionDep, caller: ConsoleCaller
+) -> Response:
+    """A search's leaderboard alone, for its job page to swap in while the search runs."""
+    job = get_job(session, job_id, caller=caller)
+    return page(request, "leaderboard.html", {"job": job_out(job), **_search_context(session, job)})
+
+
+@router.get("/ui/jobs/{job_id}/frontier.png")
+def frontier_png(
+    request: Request, job_id: str, session: SessionDep, caller: ConsoleCaller
+) -> Response:
+    """A search's accuracy-latency frontier, as GET /v1/jobs/{id}/leaderboard draws it for
+    `Accept: image/png`, behind the console's session (an <img> sends no API key)."""
+    job = get_job(session, job_id, caller=caller)
+    png = render_frontier(search_leaderboard(session, job))
+    return with_console_headers(request, Response(png, media_type="image/png"))
 
 
 @router.get("/ui/jobs/{job_id}/live.json")
@@ -234,7 +322,7 @@ def job_live(
             .order_by(JobMetric.id)
         )
     )
-    body = {
+    body: dict[str, Any] = {
         "job": job_out(job),
         "metrics": [
             {"id": m.id, "kind": m.kind, "step": m.step, "epoch": m.epoch, "values": m.values}
@@ -249,6 +337,13 @@ def job_live(
         if job.kind == "distill" and "report" in job.metrics
         else None,
     }
+    if job.kind == AUTO_KIND:
+        # Light on purpose: the page refetches the leaderboard only when `version` changes.
+        trials = children(session, job.id)
+        body["search"] = {
+            "version": _search_version(job, trials),
+            "trials": [{"id": t.id, "status": t.status, "progress": t.progress} for t in trials],
+        }
     return JSONResponse(jsonable_encoder(body), headers={"Cache-Control": "no-store"})
 
 

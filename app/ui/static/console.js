@@ -33,11 +33,18 @@
     });
   }
 
+  // How often the page asks while the job trains: a tiny job logs a point every few tens of
+  // milliseconds, so a slower poll would see the curves jump straight to done. A search has no
+  // curves of its own; its leaderboard moves when a trial ends.
+  const RUNNING_POLL_MS = 300;
+  const WAITING_POLL_MS = 1500;
+
   function watchJob(root) {
     const url = root.dataset.liveUrl;
+    const isSearch = root.dataset.kind === "auto_distill";
     // One record per (kind, step); a retried attempt's later row replaces the first's.
     const records = new Map();
-    const state = { after: 0, polls: 0, history: [] };
+    const state = { after: 0, polls: 0, history: [], leaderboardRefreshes: 0 };
     window.distilleryLive = state;
 
     async function poll() {
@@ -67,6 +74,7 @@
       const sorted = Array.from(records.values()).sort((a, b) => a.step - b.step);
       const train = drawChart("train", lossSeries(sorted));
       const validation = drawChart("validation", validationSeries(sorted));
+      if (body.search) showSearch(body.search);
       state.polls += 1;
       state.history.push({ status: body.job.status, train: train, validation: validation });
       if (body.terminal) {
@@ -75,7 +83,45 @@
         return;
       }
       text("job-live", "live");
-      window.setTimeout(poll, body.job.status === "running" ? 750 : 1500);
+      const running = body.job.status === "running" && !isSearch;
+      window.setTimeout(poll, running ? RUNNING_POLL_MS : WAITING_POLL_MS);
+    }
+
+    // The leaderboard is redrawn by the server (leaderboard.html) and swapped in only when the
+    // poll's version says a trial or the search moved on; between swaps, running trials' progress
+    // is written into their rows.
+    let fetching = false;
+    async function showSearch(search) {
+      for (const trial of search.trials) {
+        for (const cell of document.querySelectorAll('.trial-progress[data-trial="' + trial.id + '"]')) {
+          cell.textContent = Math.round(100 * trial.progress) + "%";
+        }
+      }
+      const current = document.getElementById("leaderboard-view");
+      const section = document.getElementById("auto-distill");
+      if (!current || !section || fetching || current.dataset.version === search.version) return;
+      fetching = true;
+      try {
+        const response = await fetch(section.dataset.leaderboardUrl, {
+          credentials: "same-origin",
+          headers: { Accept: "text/html" },
+          cache: "no-store",
+        });
+        if (!response.ok) return;
+        const holder = document.createElement("template");
+        holder.innerHTML = await response.text();
+        const fresh = holder.content.querySelector("#leaderboard-view");
+        if (!fresh) return;
+        const details = current.querySelector("#candidates");
+        const reopen = fresh.querySelector("#candidates");
+        if (details && reopen) reopen.open = details.open;
+        document.getElementById("leaderboard-view").replaceWith(fresh);
+        state.leaderboardRefreshes += 1;
+      } catch (error) {
+        // The next poll's version still differs: it tries again.
+      } finally {
+        fetching = false;
+      }
     }
     poll();
   }
@@ -93,6 +139,8 @@
     document.getElementById("job-progress").value = job.progress;
     text("job-progress-text", Math.round(100 * job.progress) + "%");
     text("job-eta", job.eta_seconds == null ? "" : "about " + Math.round(job.eta_seconds) + " s left");
+    const phase = document.querySelector("#job-phase strong");
+    if (phase && job.phase) phase.textContent = job.phase;
 
     const error = document.getElementById("job-error");
     if (job.error) {
@@ -175,6 +223,7 @@
   function drawChart(id, all) {
     const svg = document.getElementById("chart-" + id);
     const legend = document.getElementById("legend-" + id);
+    if (!svg || !legend) return 0;  // a search's page has no curves of its own
     const box = { left: 56, right: 548, top: 12, bottom: 226 };
     const points = all.flatMap((s) => s.points);
     svg.replaceChildren();
