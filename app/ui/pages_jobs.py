@@ -67,13 +67,15 @@ def jobs_page(
     request: Request,
     session: SessionDep,
     caller: ConsoleCaller,
-    status: JobStatusFilter | None = None,
-    kind: JobKindFilter | None = None,
+    # The filter form sends "" for "any".
+    status: JobStatusFilter | Literal[""] | None = None,
+    kind: JobKindFilter | Literal[""] | None = None,
     parent_job: str | None = JobIdQuery,
     cursor: str | None = CursorQuery,
 ) -> Response:
     """Jobs, newest first; `parent_job` lists one search's trials. A search shows how many
     trials it has, a trial which search it belongs to."""
+    status, kind = status or None, kind or None
     if parent_job is not None:
         get_job(session, parent_job, caller=caller)  # another key's search is not found
     jobs, next_cursor = list_jobs(

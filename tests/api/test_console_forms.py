@@ -267,7 +267,9 @@ def test_a_search_in_the_console_and_its_frontier_behind_the_session(
     assert png.content.startswith(b"\x89PNG") and png.headers["cache-control"] == "no-store"
 
     # The jobs list filters by kind and counts a search's trials; ?parent_job lists them.
-    listed = alice.get("/ui/jobs?kind=auto_distill")
+    # As the filter form sends it: status "any" is blank.
+    listed = alice.get("/ui/jobs?status=&kind=auto_distill")
+    assert listed.status_code == 200
     assert search["id"] in listed.text and "0 trials" in listed.text
     assert 'value="auto_distill" selected' in listed.text
     trials = alice.get(f"/ui/jobs?parent_job={search['id']}")
