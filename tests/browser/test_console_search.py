@@ -1,0 +1,135 @@
+"""An auto-distill search in the console, in a real browser against a live uvicorn and a real
+Celery worker on PostgreSQL and Redis: its page fills in the leaderboard without a reload as the
+trials run and end, stars the chosen student, marks the no-distill control and the teacher, and
+shows the accuracy-latency frontier served behind the console's session; a trial's page links
+back to its search; the jobs list filters searches and lists a search's trials."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from domain.config import Settings
+from tests.browser.conftest import Console
+from tests.conftest import start_api_and_worker, upload_table, zip_folder
+from tests.factories import qnli_like_frame, save_tiny_bert
+
+pytestmark = pytest.mark.integration
+
+# One student and its no-distill control, each a couple of short epochs: the point is the page.
+SEARCH_HYPERPARAMETERS = {
+    "optimization.max_epochs": 3,
+    "optimization.learning_rate": 1e-3,
+    "distiller.augmentation_pair_copies": 0,
+}
+SEARCH = {
+    "presets": "fast_inference",
+    # Far above what tiny students take (a tenth of a millisecond), yet near enough for the
+    # frontier's log axis to stay readable with the budget line on it.
+    "max_latency_ms_per_row": 5,
+    "max_trials": 1,
+    "students": [],
+    "no_distill": True,
+}
+
+
+def test_search_page(
+    postgres_redis_settings: Settings,
+    start_worker,
+    live_server,
+    console_factory,
+    tmp_path: Path,
+) -> None:
+    base_url = start_api_and_worker(postgres_redis_settings, start_worker, live_server)
+    api = httpx.Client(base_url=base_url, timeout=30)
+    # Three layers, so the search's students are cuts of it that can be faster than it.
+    teacher_dir = save_tiny_bert(tmp_path / "teacher3", layers=3, hidden=32)
+    train = upload_table(api, qnli_like_frame(160, seed=4), "train.csv")["id"]
+    tuning = upload_table(api, qnli_like_frame(40, seed=2), "tuning.csv")["id"]
+    teacher = api.post(
+        "/v1/models",
+        files={"file": ("teacher.zip", zip_folder(teacher_dir))},
+        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
+    ).json()["id"]
+    submitted = api.post(
+        "/v1/jobs",
+        json={
+            "kind": "auto_distill",
+            "train_dataset": train,
+            "tuning_dataset": tuning,
+            "teacher_model": teacher,
+            "hyperparameters": SEARCH_HYPERPARAMETERS,
+            "auto": SEARCH,
+        },
+    )
+    assert submitted.status_code == 202, submitted.text
+    search = submitted.json()["id"]
+
+    console: Console = console_factory()
+    page = console.page
+    page.goto(f"{base_url}/ui/jobs/{search}")
+    expect(page.locator("h1")).to_contain_text("Auto-distill search")
+    page.evaluate("window.sameDocument = true")
+
+    # Planned: the trials appear in the leaderboard while the search runs, before they end.
+    rows = page.locator("#leaderboard tbody tr")
+    expect(rows.first).to_be_visible(timeout=180_000)
+    first_statuses = rows.locator("td.trial-status .badge").all_inner_texts()
+    assert set(first_statuses) - {"succeeded"}, first_statuses
+    expect(page.locator("#job-status")).to_have_text("running")
+    console.shoot("30-search-running")
+
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=300_000)
+    assert page.evaluate("window.sameDocument") is True
+    live = page.evaluate("window.distilleryLive")
+    assert live["leaderboardRefreshes"] >= 2, live
+    # Two trials (the student and its labels-only control), each with its int8 variant.
+    expect(page.locator("#leaderboard tbody tr[data-variant=float]")).to_have_count(2)
+    statuses = rows.locator("td.trial-status .badge").all_inner_texts()
+    assert set(statuses) == {"succeeded"}, statuses
+    chosen = page.locator("#leaderboard tr.chosen")
+    expect(chosen).to_have_count(1)
+    expect(chosen).to_contain_text("★ chosen")
+    expect(page.locator("#leaderboard tr.control").first).to_contain_text("control")
+    expect(page.locator("#leaderboard tfoot tr.reference")).to_contain_text("teacher")
+    model = page.locator("#model-link").inner_text()
+    expect(page.locator("#search-chosen")).to_contain_text(model)
+    # The frontier is drawn, from the console's own URL (the page holds no API key).
+    frontier = page.locator("#frontier")
+    expect(frontier).to_have_attribute(
+        "src", re.compile(rf"^/ui/jobs/{search}/frontier\.png\?v=\w+$")
+    )
+    page.wait_for_function(
+        "() => { const i = document.getElementById('frontier'); return i && i.complete"
+        " && i.naturalWidth > 0; }"
+    )
+    page.click("#candidates summary")
+    console.shoot("31-search-succeeded")
+
+    # The chosen trial's page says whose trial it is, and leads back.
+    chosen.locator("td.trial-name a").first.click()
+    page.wait_for_url("**/ui/jobs/job_*")
+    trial = page.url.rsplit("/", 1)[1]
+    assert trial != search
+    expect(page.locator("#trial-of")).to_contain_text(search)
+    expect(page.locator("h1")).to_contain_text("Distillation")
+    console.shoot("32-search-trial")
+    page.click(f'#trial-of a[href="/ui/jobs/{search}"]')
+    page.wait_for_url(f"**/ui/jobs/{search}")
+
+    # The jobs list: searches by kind, each with its trial count, which lists its trials.
+    page.goto(f"{base_url}/ui/jobs")
+    page.select_option("#filter-kind", "auto_distill")
+    page.click("#job-filters button")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    expect(page.locator(f'#jobs tr[data-job="{search}"]')).to_contain_text("2 trials")
+    console.shoot("33-jobs-searches")
+    page.click(f'#jobs tr[data-job="{search}"] a:has-text("2 trials")')
+    page.wait_for_url(f"**/ui/jobs?parent_job={search}")
+    expect(page.locator("#jobs tbody tr")).to_have_count(2)
+    expect(page.locator(f'#jobs tr[data-job="{trial}"]')).to_contain_text(f"trial of {search}")
+    console.shoot("34-search-trials")
