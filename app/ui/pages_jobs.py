@@ -5,6 +5,7 @@ a distill job's report."""
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -20,7 +21,15 @@ from app.idempotency import fingerprint_json
 from app.routes.jobs import job_out
 from app.schemas import JobCreate
 from app.services.reports import report_html
-from app.ui.forms import blank_to_none, format_hyperparameters, parse_hyperparameters
+from app.ui.forms import (
+    AUTO_CHECKBOXES,
+    AUTO_DEFAULTS,
+    AUTO_TEXT_FIELDS,
+    auto_settings,
+    blank_to_none,
+    format_hyperparameters,
+    parse_hyperparameters,
+)
 from app.ui.once import IDEMPOTENCY_FIELD, create_once
 from app.ui.problems import field_of, is_known_problem, problem_for
 from app.ui.render import page, with_console_headers
@@ -50,11 +59,11 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 JobStatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobKindFilter = Literal["finetune", "distill", "auto_distill"]
-FormKind = Literal["finetune", "distill"]
+FormKind = Literal["finetune", "distill", "auto_distill"]
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 KINDS = ("finetune", "distill", "auto_distill")
-# What the submit form makes; a search is submitted through POST /v1/jobs (its `auto` budget).
-FORM_KINDS = ("finetune", "distill")
+FORM_KINDS = ("finetune", "distill", "auto_distill")
+AUTO_FIELDS = (*AUTO_TEXT_FIELDS, *AUTO_CHECKBOXES)
 JobIdQuery = Query(default=None, pattern=r"^job_[0-9a-f]{20}$")
 # What the submit form starts with: a short run on the default backbone.
 DEFAULT_HYPERPARAMETERS = "optimization.max_epochs=2\n"
@@ -149,6 +158,7 @@ def new_job_page(
         "train_dataset": train_dataset,
         "hyperparameters": DEFAULT_HYPERPARAMETERS,
         "accelerator": "any",
+        **AUTO_DEFAULTS,
     }
     return _form_page(request, session, caller, form)
 
@@ -178,7 +188,7 @@ async def submit_job_form(
         "hyperparameters",
         "accelerator",
     )
-    form = {name: str(submitted.get(name, "")) for name in names}
+    form = {name: str(submitted.get(name, "")) for name in (*names, *AUTO_FIELDS)}
     try:
         body: dict[str, Any] = {
             "kind": form["kind"],
@@ -187,9 +197,11 @@ async def submit_job_form(
             "accelerator": form["accelerator"] or "any",
         }
         optional = ["tuning_dataset", "label"]
-        if form["kind"] == "distill":
+        if form["kind"] in ("distill", AUTO_KIND):
             # A fine-tune has no teacher: the form hides these fields, and leaves them out.
             optional += ["teacher_model", "unlabeled_dataset"]
+        if form["kind"] == AUTO_KIND:
+            body["auto"] = auto_settings(form)
         for name in optional:
             if (value := blank_to_none(form[name])) is not None:
                 body[name] = value
@@ -217,7 +229,10 @@ async def submit_job_form(
             raise
         session.rollback()
         problem = await problem_for(request, exc)
-        errors = {field_of(problem): f"{problem['title']}: {problem['detail']}"}
+        field = re.sub(r"\.\d+$", "", field_of(problem))  # auto.students.0: the students box
+        if field.startswith("auto.") and field not in AUTO_FIELDS:
+            field = "auto"  # a setting the form has no box for: above the search's settings
+        errors = {field: f"{problem['title']}: {problem['detail']}"}
         return await run_in_threadpool(
             _form_page,
             request,

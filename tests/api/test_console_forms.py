@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from app.ui import pages_datasets
 from domain.auth import create_key
 from domain.config import Settings
 from domain.db import make_engine, make_session_factory
+from domain.orm import Job
 from tests.api.test_api import teacher, train_dataset
 from tests.conftest import upload_table, zip_folder
 from tests.factories import qnli_like_frame
@@ -299,3 +301,58 @@ def test_a_frontier_of_a_job_that_is_no_search_is_refused(
     assert refused.status_code == 422 and "only auto_distill jobs" in refused.text
     page = client.get(job_url)
     assert 'id="chart-train"' in page.text and 'id="auto-distill"' not in page.text
+
+
+def test_the_job_form_submits_a_search(
+    client: TestClient, train_dataset: dict, teacher: dict
+) -> None:
+    """kind auto_distill: the form's search settings become the API's `auto` object; a bad one
+    is refused next to its box with the API's message, and nothing is queued."""
+    tuning = upload_table(client, qnli_like_frame(20, seed=2), "tuning.csv")["id"]
+    page = client.get("/ui/jobs/new?kind=auto_distill")
+    assert 'id="auto-settings"' in page.text and 'data-kind="auto_distill"' in page.text
+    fields = {
+        "csrf_token": hidden(page.text, "csrf_token"),
+        "idempotency_key": hidden(page.text, "idempotency_key"),
+        "kind": "auto_distill",
+        "teacher_model": teacher["id"],
+        "train_dataset": train_dataset["id"],
+        "tuning_dataset": tuning,
+        "hyperparameters": "optimization.max_epochs=1",
+        "accelerator": "any",
+        "auto.presets": "fast_inference",
+        "auto.latency_mode": "batched",
+        "auto.max_latency_ms_per_row": "5",
+        "auto.max_trials": "1",
+        "auto.min_speedup": "",
+        "auto.students": "",
+        # auto.packaged_students left unticked: cuts of the teacher only.
+        "auto.int8": "on",
+    }
+    refused = client.post(
+        "/ui/jobs/new", data={**fields, "auto.min_speedup": "0.5"}, follow_redirects=False
+    )
+    assert refused.status_code == 422
+    assert 'data-field="auto.min_speedup"' in refused.text
+    assert 'id="auto-min_speedup" name="auto.min_speedup" inputmode="decimal" value="0.5"' in (
+        refused.text
+    )
+    missing = client.post(
+        "/ui/jobs/new", data={**fields, "auto.students": "/no/such/folder"}, follow_redirects=False
+    )
+    assert missing.status_code == 422 and 'data-field="auto.students"' in missing.text
+    assert client.get("/v1/jobs").json()["data"] == []
+
+    made = client.post("/ui/jobs/new", data=fields, follow_redirects=False)
+    assert made.status_code == 303, made.text
+    search = made.headers["location"].rsplit("/", 1)[1]
+    job = client.get(f"/v1/jobs/{search}").json()
+    assert job["kind"] == "auto_distill" and job["teacher_model"] == teacher["id"]
+    board = client.get(f"/v1/jobs/{search}/leaderboard").json()
+    assert board["budget"]["max_latency_ms_per_row"] == 5 and board["budget"]["min_speedup"] is None
+    assert board["max_trials"] == 1 and board["presets"] == "fast_inference"
+    # The plan the worker will run: cuts of the teacher only, int8 ticked, no control trial.
+    app: Any = client.app
+    with app.state.session_factory() as session:
+        plan = session.get(Job, search).plan["auto"]
+    assert plan["students"] == [] and plan["int8"] is True and plan["no_distill"] is False
