@@ -265,8 +265,10 @@ def _search_version(search: Job, trials: list[Job]) -> str:
 
 def _search_context(session: Session, search: Job) -> dict[str, Any]:
     """What leaderboard.html draws: the leaderboard as it stands, and the trials' progress."""
-    board = search_leaderboard(session, search)
+    # The version is read before the leaderboard: a trial that ends in between makes the page's
+    # next poll see a newer version and fetch again, never a stale board under a fresh version.
     trials = children(session, search.id)
+    board = search_leaderboard(session, search)
     measured = [
         row
         for row in [*board["rows"], *([board["teacher"]] if board["teacher"] else [])]

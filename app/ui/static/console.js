@@ -8,6 +8,14 @@
   // The validation metrics worth a curve, in the report renderer's order.
   const VALIDATION_CURVES = ["accuracy", "f1", "f1_macro", "teacher_agreement", "rmse", "r2"];
   const TERMINAL = ["succeeded", "failed", "cancelled"];
+  // How often the page asks while the job trains: every 0.3 s while each poll brings new points
+  // (a tiny job logs one every few tens of milliseconds, and a slower poll would see its curves
+  // jump straight to done), backing off to 0.75 s while none come (a long job's points are
+  // seconds apart). A queued job, and a search (no curves of its own; its leaderboard moves when
+  // a trial ends), are asked every 1.5 s.
+  const RUNNING_POLL_MS = 300;
+  const RUNNING_IDLE_POLL_MS = 750;
+  const WAITING_POLL_MS = 1500;
 
   // The submit form shows the teacher and transfer-set fields for distill jobs only.
   const jobForm = document.getElementById("job-form");
@@ -33,12 +41,6 @@
     });
   }
 
-  // How often the page asks while the job trains: a tiny job logs a point every few tens of
-  // milliseconds, so a slower poll would see the curves jump straight to done. A search has no
-  // curves of its own; its leaderboard moves when a trial ends.
-  const RUNNING_POLL_MS = 300;
-  const WAITING_POLL_MS = 1500;
-
   function watchJob(root) {
     const url = root.dataset.liveUrl;
     const isSearch = root.dataset.kind === "auto_distill";
@@ -46,6 +48,7 @@
     const records = new Map();
     const state = { after: 0, polls: 0, history: [], leaderboardRefreshes: 0 };
     window.distilleryLive = state;
+    let runningDelay = RUNNING_POLL_MS;
 
     async function poll() {
       let body;
@@ -83,8 +86,12 @@
         return;
       }
       text("job-live", "live");
-      const running = body.job.status === "running" && !isSearch;
-      window.setTimeout(poll, running ? RUNNING_POLL_MS : WAITING_POLL_MS);
+      if (body.job.status !== "running" || isSearch) {
+        window.setTimeout(poll, WAITING_POLL_MS);
+        return;
+      }
+      runningDelay = body.metrics.length ? RUNNING_POLL_MS : Math.min(2 * runningDelay, RUNNING_IDLE_POLL_MS);
+      window.setTimeout(poll, runningDelay);
     }
 
     // The leaderboard is redrawn by the server (leaderboard.html) and swapped in only when the
