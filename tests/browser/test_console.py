@@ -6,6 +6,7 @@ server's own message next to the field, and creates nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -198,6 +199,8 @@ def test_console_workflow(
     wait_for_status(page, "succeeded")
     assert page.evaluate("window.sameDocument") is True
     history = page.evaluate("window.distilleryLive.history")
+    # Kept beside the screenshots: what each poll saw, for when this check fails somewhere.
+    (console.screenshots / "07-distill-polls.json").write_text(json.dumps(history))
     train_points = [entry["train"] for entry in history]
     assert train_points == sorted(train_points), train_points
     # Grown on the open page, without a reload: seen part-drawn, then with more points, while
