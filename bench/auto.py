@@ -63,7 +63,14 @@ from bench.common import (
     unlabeled_rows,
     write_results,
 )
-from bench.quality import PAIRS, UNLABELED_ROWS, ensure_teacher, fingerprint_of, measure_speed
+from bench.quality import (
+    PAIRS,
+    UNLABELED_ROWS,
+    ensure_teacher,
+    fingerprint_of,
+    measure_speed,
+    teacher_home,
+)
 from distillery.metrics import classification_metrics
 from distillery.predictor import Predictor, label_ids
 from distillery.variants import apply_variant
@@ -152,10 +159,7 @@ def teacher_for(work: Path, splits: dict[str, pd.DataFrame], size: dict, tiny: b
     """bench/quality.py's teacher, trained once and shared; a tiny one for --tiny."""
     pair = PAIRS[PAIR]
     if not tiny:
-        # The same folder bench/quality.py keeps its teacher in (its setup's fingerprint).
-        quality = json.loads((RESULTS / "quality.json").read_text())
-        fingerprint = quality["pairs"][PAIR]["fingerprint"]
-        return ensure_teacher(pair, splits, work / f"{PAIR}-{fingerprint}" / "teacher")
+        return ensure_teacher(pair, splits, teacher_home(work, pair))
     small = {**splits, "teacher_train": splits["teacher_train"].head(size["teacher_rows"])}
     tiny_pair = type(pair)(
         **{
