@@ -144,6 +144,15 @@ PAIRS: dict[str, Pair] = {
         from_teacher=True,
         description="all-MiniLM-L6-v2 teacher -> its layers 0 and 5 (2 of 6)",
     ),
+    # The same size, other layers: bench/terms.py's probe of 2-layer cuts, ranked on the
+    # tuning rows, put layers 1 and 4 far ahead of 0 and 5 (0.75 against 0.62 there).
+    "L6-to-layers-1-4": Pair(
+        teacher_checkpoint=MINILM_L6,
+        student_checkpoint=MINILM_L6,
+        layers=[1, 4],
+        from_teacher=True,
+        description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4 (2 of 6)",
+    ),
     # A 12-layer teacher cut to 4 of its layers (spread as auto-distill spreads them): the
     # student that can be >= 3x faster without falling off the cliff a 2-layer cut falls off.
     "MPNet-to-4-layers": Pair(

@@ -1,0 +1,174 @@
+"""Which cut and which loss terms move a 2-layer student? A probe beside bench/quality.py.
+
+bench/quality.py's first 2-layer student (all-MiniLM-L6-v2's layers 0 and 5, 2.8x its teacher)
+keeps about 0.72 of its teacher with a transfer set. This probe asks what moves that figure on
+the same setup (the same teacher, its 800 labelled rows, 200 tuning rows, the 6,463-row
+transfer set, the `distilled_transfer` arm's epochs and learning rate): other 2-layer cuts; the
+terms built for a student that shares the teacher's tokenizer and width but never benchmarked
+until now, hidden-state (intermediate) loss token by token over a layer map and output-feature
+loss on the pooled sentence vector; and a longer schedule (twice the epochs over the transfer
+set).
+
+One seed and one learning rate (1e-4, which bench/quality.py's grid chose on the tuning rows for
+this arm on every seed), so it is a probe, not a result: a variant that wins here earns a place
+in bench/quality.py's grid, where it gets the full treatment (grid, 3 seeds, McNemar). Variants
+are ranked on the tuning rows; the test accuracy is printed beside it, not used to choose.
+Resumable: finished variants are kept in bench/results/terms.json.
+
+    python bench/terms.py [--variants NAME ...] [--seed 0] [--work-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd
+
+from bench.common import (
+    LABELS,
+    RESULTS,
+    TEXT_COLUMNS,
+    Stopwatch,
+    qnli_splits,
+    save_result,
+    unlabeled_rows,
+    write_results,
+)
+from bench.quality import (
+    DISTILLER,
+    PAIRS,
+    SETUP,
+    TRANSFER_EPOCHS,
+    UNLABELED_ROWS,
+    accuracy,
+    ensure_teacher,
+    fingerprint_of,
+    teacher_home,
+)
+from distillery.hyperparams import parse_hyperparameters
+from distillery.predictor import Predictor
+from distillery.teacher_cache import TeacherCache
+from distillery.training import TrainingData, train
+
+LEARNING_RATE = 1e-4
+PAIR = "L6-to-2-layers"
+# name -> (teacher layers kept, keys over DISTILLER and the arm's epochs)
+VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
+    "cut-0-5": ([0, 5], {}),
+    "cut-0-5+hidden": (
+        [0, 5],
+        {
+            "distiller.intermediate_loss_weight": 1.0,
+            "distiller.intermediate_layer_map": [1, 6],
+            "distiller.intermediate_pooling": "tokens",
+        },
+    ),
+    "cut-0-5+feature": ([0, 5], {"distiller.output_feature_loss_weight": 1.0}),
+    "cut-0-3": ([0, 3], {}),
+    "cut-1-4": ([1, 4], {}),
+    # The schedule: twice the passes over the transfer set (the best checkpoint on the tuning
+    # rows is kept, so more epochs cannot make it worse on them).
+    "cut-0-5x2epochs": ([0, 5], {"optimization.max_epochs": 2 * TRANSFER_EPOCHS}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/distillery-bench")
+    args = parser.parse_args()
+    pair = PAIRS[PAIR]
+    splits = qnli_splits()
+    # The teacher (and its cached outputs) is bench/quality.py's own, so the two agree.
+    pair_work = args.work_dir / f"{PAIR}-{fingerprint_of(SETUP, pair)}"
+    teacher_folder = ensure_teacher(pair, splits, teacher_home(args.work_dir, pair))
+    teacher = Predictor(teacher_folder)
+    teacher_test = accuracy(teacher, splits["test"])[0]
+    cache = TeacherCache(args.work_dir / "teacher-cache")
+    transfer_rows = pd.concat(
+        [splits["teacher_train"][TEXT_COLUMNS], unlabeled_rows(UNLABELED_ROWS)[TEXT_COLUMNS]],
+        ignore_index=True,
+    )
+    path = RESULTS / "terms.json"
+    rows: dict[str, Any] = json.loads(path.read_text())["variants"] if path.is_file() else {}
+    for name in args.variants:
+        if name in rows and rows[name]["seed"] == args.seed:
+            print(f"{name}: already measured, skipped", flush=True)
+            continue
+        layers, keys = VARIANTS[name]
+        hyperparameters = {
+            "model.hf_text.checkpoint_name": pair.student_checkpoint,
+            "model.hf_text.layers": layers,
+            "optimization.learning_rate": LEARNING_RATE,
+            "optimization.max_epochs": TRANSFER_EPOCHS,
+            "env.batch_size": 32,
+            "env.seed": args.seed,
+            **DISTILLER,
+            **keys,  # last: a variant may change any of the above
+        }
+        data = TrainingData(
+            splits["student_train"],
+            splits["tuning"],
+            TEXT_COLUMNS,
+            "label",
+            "binary",
+            LABELS,
+            unlabeled=transfer_rows,
+        )
+        with Stopwatch() as watch:
+            result = train(
+                parse_hyperparameters(hyperparameters),
+                data,
+                teacher_folder,
+                teacher=teacher,
+                teacher_cache=cache,
+                teacher_fingerprint=f"bench-{teacher_folder.name}",
+            )
+        student = Predictor(save_result(result, pair_work / f"terms-{name}"))
+        test_accuracy = accuracy(student, splits["test"])[0]
+        rows[name] = {
+            "layers": layers,
+            "keys": keys,
+            "seed": args.seed,
+            "tuning_accuracy": result.tuning_metrics["accuracy"],
+            "test_accuracy": test_accuracy,
+            "teacher_fraction": test_accuracy / teacher_test,
+            "seconds": round(watch.seconds, 1),
+        }
+        print(f"{name}: {json.dumps(rows[name])}", flush=True)
+        publish(rows, teacher_test)
+    publish(rows, teacher_test)
+
+
+def publish(rows: dict[str, Any], teacher_test: float) -> None:
+    best = max(rows, key=lambda name: rows[name]["tuning_accuracy"])
+    baseline = rows.get("cut-0-5")
+    summary = {
+        "teacher_test_accuracy": teacher_test,
+        "best_on_tuning": best,
+        "best_test_accuracy": rows[best]["test_accuracy"],
+        "best_teacher_fraction": rows[best]["teacher_fraction"],
+        "best_over_cut_0_5_points": (
+            100 * (rows[best]["test_accuracy"] - baseline["test_accuracy"]) if baseline else None
+        ),
+    }
+    print("summary:", json.dumps(summary), flush=True)
+    write_results(
+        "terms",
+        {
+            "setup": {"pair": PAIR, "learning_rate": LEARNING_RATE, "epochs": TRANSFER_EPOCHS},
+            "variants": rows,
+            "summary": summary,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
