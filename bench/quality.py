@@ -2,10 +2,10 @@
 
 Per pair, the teacher (fine-tuned on 2,463 labelled rows the students never see, trained once)
 and, per seed, four ways to train the same student on the same 800 labelled rows. The pairs:
-all-MiniLM-L6-v2 into its own layers 0 and 5, and all-mpnet-base-v2 (110M parameters; get it
-with ../shared/models/get-mpnet.sh DIR and set DISTILLERY_MPNET_DIR=DIR) into its own layers
-0, 4, 7 and 11 and into paraphrase-MiniLM-L3-v2, another tokenizer (one MPNet teacher serves
-both). The arms:
+all-MiniLM-L6-v2 into its own layers 0 and 5, and into 1 and 4; all-mpnet-base-v2 (110M
+parameters; get it with ../shared/models/get-mpnet.sh DIR and set DISTILLERY_MPNET_DIR=DIR)
+into its own layers 0, 4, 7 and 11 and into paraphrase-MiniLM-L3-v2, another tokenizer (one
+MPNet teacher serves both). The arms:
 
 - `no_distill`: the student's pretrained weights, labels only (the usual baseline);
 - `init_only`: the student's exact starting weights when distilled (the teacher's own layers),
