@@ -327,15 +327,7 @@ def run_seed(
                 "env.seed": seed,
                 **({**DISTILLER, **pair.distiller} if distill else {}),
             }
-            data = TrainingData(
-                splits["student_train"],
-                splits["tuning"],
-                TEXT_COLUMNS,
-                "label",
-                "binary",
-                LABELS,
-                unlabeled=transfer_rows if arm == "distilled_transfer" else None,
-            )
+            data = student_data(splits, transfer_rows if arm == "distilled_transfer" else None)
             with Stopwatch() as watch:
                 result = train(
                     parse_hyperparameters(hyperparameters),
@@ -373,6 +365,19 @@ def run_seed(
         flush=True,
     )
     return row
+
+
+def student_data(splits: dict[str, pd.DataFrame], transfer: pd.DataFrame | None) -> TrainingData:
+    """Every student's rows: the 800 labelled ones, the tuning rows, and any transfer set."""
+    return TrainingData(
+        splits["student_train"],
+        splits["tuning"],
+        TEXT_COLUMNS,
+        "label",
+        "binary",
+        LABELS,
+        unlabeled=transfer,
+    )
 
 
 def accuracy(predictor: Predictor, frame: pd.DataFrame) -> tuple[float, np.ndarray]:

@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd
 
 from bench.common import (
-    LABELS,
     RESULTS,
     TEXT_COLUMNS,
     Stopwatch,
@@ -49,12 +48,13 @@ from bench.quality import (
     accuracy,
     ensure_teacher,
     fingerprint_of,
+    student_data,
     teacher_home,
 )
 from distillery.hyperparams import parse_hyperparameters
 from distillery.predictor import Predictor
 from distillery.teacher_cache import TeacherCache
-from distillery.training import TrainingData, train
+from distillery.training import train
 
 LEARNING_RATE = 1e-4
 PAIR = "L6-to-2-layers"
@@ -113,19 +113,10 @@ def main() -> None:
             **DISTILLER,
             **keys,  # last: a variant may change any of the above
         }
-        data = TrainingData(
-            splits["student_train"],
-            splits["tuning"],
-            TEXT_COLUMNS,
-            "label",
-            "binary",
-            LABELS,
-            unlabeled=transfer_rows,
-        )
         with Stopwatch() as watch:
             result = train(
                 parse_hyperparameters(hyperparameters),
-                data,
+                student_data(splits, transfer_rows),
                 teacher_folder,
                 teacher=teacher,
                 teacher_cache=cache,
