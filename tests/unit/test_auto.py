@@ -11,6 +11,7 @@ from distillery.auto import (
     AutoError,
     Budget,
     Candidate,
+    ProbeResult,
     SearchSpec,
     checkpoint_candidates,
     choose_candidates,
@@ -41,6 +42,30 @@ def test_teacher_cuts_cover_every_depth_once() -> None:
         ("teacher-first-2", [0, 1]),
         ("teacher-spread-1", [0]),
     ]
+
+
+def test_a_six_layer_teacher_gets_inner_cuts_tried_first_at_equal_depth() -> None:
+    cuts = teacher_cuts(6)
+    layers = {c.name: c.layers for c in cuts}
+    assert layers["teacher-inner-2"] == [1, 4]
+    assert layers["teacher-spread-2"] == [0, 5]
+    assert layers["teacher-inner-4"] == [1, 2, 3, 4]
+    assert "teacher-inner-5" not in layers and "teacher-inner-1" not in layers
+    # A budget only the 2-layer cuts meet: all three families fit, two students are kept.
+    probes = [
+        ProbeResult(
+            cut,
+            parameters=len(cut.layers or []),
+            size_mb=1.0,
+            latency={},
+            speedup=1.0,
+            fits=len(cut.layers or []) <= 2,
+            pruned=None if len(cut.layers or []) <= 2 else "too slow",
+        )
+        for cut in cuts
+    ]
+    chosen = choose_candidates(probes, 2)
+    assert [p.candidate.name for p in chosen] == ["teacher-inner-2", "teacher-spread-2"]
 
 
 @pytest.mark.parametrize(
