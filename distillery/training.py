@@ -63,6 +63,11 @@ class TrainingCallbacks:
     def should_stop(self) -> bool:
         return False
 
+    def should_wrap_up(self) -> bool:
+        """True to end training now with the best weights so far (a compute budget is spent):
+        unlike `should_stop`, the run then succeeds."""
+        return False
+
 
 @dataclass
 class TrainingData:
@@ -540,10 +545,15 @@ def train(
                 running, running_counts = {}, {}
             if callbacks.should_stop():
                 raise TrainingCancelled(f"cancelled at step {step}")
-            if (step % validate_every == 0 or last_in_epoch or step == total_steps) and validate(
-                step, epoch
-            ):
+            wrap_up = callbacks.should_wrap_up()
+            if wrap_up:
+                # Scored once more, so the weights of the steps since the last validation count.
+                info["wrapped_up_at_step"] = step
+            if (
+                step % validate_every == 0 or last_in_epoch or step == total_steps or wrap_up
+            ) and validate(step, epoch):
                 stop = True
+            stop = stop or wrap_up
             if stop or step >= total_steps:
                 stop = True
                 break

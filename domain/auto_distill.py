@@ -133,6 +133,15 @@ def _deadline(parent: Job) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
+def trial_deadline(session: Session, job: Job) -> datetime | None:
+    """When a search's trial must end training (its best weights so far kept): the search's
+    time_limit; None for a job that is no trial, or a search without one."""
+    if job.parent_job_id is None:
+        return None
+    parent = session.get(Job, job.parent_job_id)
+    return _deadline(parent) if parent is not None else None
+
+
 def needs_advance(session: Session, parent: Job, now: datetime) -> bool:
     """Whether a waiting search has something to do: every trial ended, or its time is up
     with trials still queued."""

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from distillery.training import TrainingCallbacks
 from domain import lifecycle
-from domain.orm import Job, JobMetric
+from domain.orm import Job, JobMetric, utcnow
 from domain.storage import ArtifactStore, checkpoint_key
 
 log = logging.getLogger("distillery.worker")
@@ -58,11 +59,19 @@ class JobCallbacks(TrainingCallbacks):
     """Writes progress, metrics and events for one attempt; reads the cancel flag."""
 
     def __init__(
-        self, session: Session, job: Job, attempt: int, store: ArtifactStore, checkpoints: Path
+        self,
+        session: Session,
+        job: Job,
+        attempt: int,
+        store: ArtifactStore,
+        checkpoints: Path,
+        deadline: datetime | None = None,
     ) -> None:
         self.session, self.job, self.attempt = session, job, attempt
         self.store, self.checkpoints = store, checkpoints
         self.last_check = 0.0
+        # A search's time_limit: its trials end training then, keeping their best weights.
+        self.deadline, self.wrapped_up = deadline, False
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         lifecycle.add_event(self.session, self.job.id, kind, message, **data)
@@ -118,6 +127,16 @@ class JobCallbacks(TrainingCallbacks):
         self.event(
             "checkpoint_saved", f"checkpoint at step {step}", step=step, epoch=round(epoch, 4)
         )
+
+    def should_wrap_up(self) -> bool:
+        if self.deadline is None or self.wrapped_up or utcnow() < self.deadline:
+            return self.wrapped_up
+        self.wrapped_up = True
+        self.event(
+            "time_limit",
+            "the search's time_limit passed: training ends with its best weights so far",
+        )
+        return True
 
     def should_stop(self) -> bool:
         now = time.monotonic()

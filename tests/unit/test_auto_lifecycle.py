@@ -5,6 +5,7 @@ finishing a search whose last advance was lost, a cancel taking the trials with 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -12,14 +13,16 @@ from sqlalchemy.orm import Session
 from distillery.auto import resolve_search
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
-from domain.auto_distill import AUTO_KIND, advance, children
+from domain.auto_distill import AUTO_KIND, advance, children, trial_deadline
 from domain.config import Settings
 from domain.db import make_engine, make_session_factory
 from domain.jobs import cancel_job
 from domain.orm import Job, utcnow
 from domain.queue import make_celery
+from domain.storage import make_store
 from tests.factories import dataset_row, job_row
 from tests.unit.test_auto import trial
+from worker.progress import JobCallbacks
 from worker.reaper import reap_once
 
 
@@ -150,6 +153,29 @@ def test_a_planner_lost_mid_probe_is_requeued_like_any_job(
     ]
     session.refresh(search)
     assert search.status == "queued" and search.phase == "planning"
+
+
+def test_the_time_limit_wraps_up_running_trials_with_one_event(
+    session: Session, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    search = queue_trials(session)
+    first, _ = children(session, search.id)
+    assert trial_deadline(session, first) is None  # a search without a time_limit
+    assert trial_deadline(session, search) is None  # not a trial
+    passed = utcnow() - timedelta(seconds=1)
+    search.metrics = {"auto": {"deadline": passed.isoformat()}}
+    session.commit()
+    assert trial_deadline(session, first) == passed
+    callbacks = JobCallbacks(
+        session, first, 1, make_store(sqlite_settings), tmp_path, trial_deadline(session, first)
+    )
+    assert callbacks.should_wrap_up() and callbacks.should_wrap_up()
+    session.refresh(first)
+    assert [e.kind for e in first.events].count("time_limit") == 1
+    ahead = JobCallbacks(
+        session, first, 1, make_store(sqlite_settings), tmp_path, utcnow() + timedelta(hours=1)
+    )
+    assert not ahead.should_wrap_up()
 
 
 def test_the_time_limit_cancels_trials_not_started(

@@ -86,6 +86,26 @@ def test_cancellation_stops_the_loop(tiny_student_dir: Path) -> None:
         train(parse_hyperparameters(FAST), qnli_data(64), tiny_student_dir, callbacks=StopAtOnce())
 
 
+def test_a_spent_time_budget_ends_training_with_the_best_weights_so_far(
+    tiny_student_dir: Path,
+) -> None:
+    class WrapUpAtStepThree(TrainingCallbacks):
+        steps = 0
+
+        def should_wrap_up(self) -> bool:
+            self.steps += 1
+            return self.steps >= 3
+
+    # Validation would come at the end of each 4-step epoch: step 3 is scored as it wraps up.
+    config = parse_hyperparameters({**FAST, "optimization.patience": 100})
+    result = train(config, qnli_data(64), tiny_student_dir, callbacks=WrapUpAtStepThree())
+    assert result.info["steps_run"] == 3 and result.info["wrapped_up_at_step"] == 3
+    assert result.info["early_stopped"] is True
+    validations = [entry for entry in result.history if entry["kind"] == "validation"]
+    assert [entry["step"] for entry in validations] == [3]
+    assert result.best_step == 3 and result.tuning_metrics is not None
+
+
 def test_keep_layers_copies_the_chosen_blocks(tiny_teacher_dir: Path) -> None:
     full = load_classifier(tiny_teacher_dir, num_labels=2).model
     cut = load_classifier(tiny_teacher_dir, num_labels=2, layers=[1]).model
