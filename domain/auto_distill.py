@@ -28,8 +28,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from distillery.auto import AutoError, Budget, SearchSpec, leaderboard, resolve_search
+from distillery.auto import AutoError, Budget, SearchSpec, resolve_search
 from distillery.hyperparams import TEACHER_CHECKPOINT
+from distillery.leaderboard import leaderboard
 from distillery.plan import CHECKPOINT_KEY, LAYERS_KEY
 from domain import lifecycle
 from domain.errors import Invalid
@@ -244,7 +245,7 @@ def _finish(session: Session, parent: Job, kids: list[Job]) -> str:
 
 
 def trial_records(session: Session, kids: list[Job]) -> list[dict[str, Any]]:
-    """Each trial as distillery.auto.leaderboard reads it."""
+    """Each trial as distillery.leaderboard.leaderboard reads it."""
     if not kids:
         return []
     ids = [child.id for child in kids]

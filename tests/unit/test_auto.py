@@ -15,8 +15,6 @@ from distillery.auto import (
     SearchSpec,
     checkpoint_candidates,
     choose_candidates,
-    leaderboard,
-    pareto_front,
     plan_trials,
     probe_candidates,
     resolve_search,
@@ -24,6 +22,7 @@ from distillery.auto import (
     teacher_cuts,
 )
 from distillery.hyperparams import parse_hyperparameters
+from distillery.leaderboard import leaderboard, pareto_front
 from distillery.report_render import render_frontier
 from tests.factories import qnli_like_frame
 
