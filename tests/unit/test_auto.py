@@ -131,7 +131,7 @@ def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> Non
     assert [t.recipe for t in trials] == ["default", "hard_labels", "high_lr", "no_distill"]
     assert trials[0].hyperparameters["model.hf_text.layers"] == [0]
     assert trials[0].hyperparameters["optimization.max_epochs"] == 1
-    assert trials[2].hyperparameters["optimization.learning_rate"] == pytest.approx(1.5e-4)
+    assert trials[2].hyperparameters["optimization.learning_rate"] == pytest.approx(3e-4)
     assert trials[-1].hyperparameters["distiller.soft_label_weight"] == 0.0
 
 
