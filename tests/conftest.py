@@ -261,6 +261,28 @@ def upload_table(client: TestClient | httpx.Client, frame, filename: str, **form
     return response.json()
 
 
+def upload_search_inputs(
+    client: TestClient | httpx.Client, folder: Path, train_rows: int
+) -> tuple[str, str, str]:
+    """What an auto-distill search over a tiny teacher needs: (train, tuning, teacher) ids.
+    The teacher has three layers, so the search's students are cuts of it that can be faster."""
+    teacher_dir = save_tiny_bert(folder / "teacher3", layers=3, hidden=32)
+    train = upload_table(client, qnli_like_frame(train_rows, seed=4), "train.csv")["id"]
+    tuning = upload_table(client, qnli_like_frame(40, seed=2), "tuning.csv")["id"]
+    return train, tuning, upload_model_folder(client, teacher_dir)["id"]
+
+
+def upload_model_folder(client: TestClient | httpx.Client, folder: Path) -> dict:
+    """A model folder for the QNLI-like tables, uploaded as an archive: the new model."""
+    response = client.post(
+        "/v1/models",
+        files={"file": ("model.zip", zip_folder(folder))},
+        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def wait_for_job(client: TestClient | httpx.Client, job_id: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

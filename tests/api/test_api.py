@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import upload_table, zip_folder
+from tests.conftest import upload_model_folder, upload_table
 from tests.factories import qnli_like_frame
 
 PROBLEM = "application/problem+json"
@@ -30,13 +30,7 @@ def assert_problem(response, status: int, field: str | None = None, says: str = 
 
 @pytest.fixture
 def teacher(client: TestClient, tiny_teacher_dir: Path) -> dict:
-    response = client.post(
-        "/v1/models",
-        files={"file": ("teacher.zip", zip_folder(tiny_teacher_dir))},
-        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return upload_model_folder(client, tiny_teacher_dir)
 
 
 @pytest.fixture

@@ -11,18 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from domain.config import Settings
-from tests.conftest import upload_table, zip_folder
+from tests.conftest import upload_model_folder, upload_table
 from tests.factories import qnli_like_frame
-
-
-def upload_teacher(client: TestClient, folder: Path) -> dict:
-    response = client.post(
-        "/v1/models",
-        files={"file": ("teacher.zip", zip_folder(folder))},
-        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def test_dataset_detail_has_schema_and_preview(client: TestClient) -> None:
@@ -119,7 +109,7 @@ def test_delete_dataset_refused_while_a_job_uses_it(
 def test_model_download_and_delete(
     client: TestClient, tiny_teacher_dir: Path, tiny_student_dir: Path
 ) -> None:
-    teacher = upload_teacher(client, tiny_teacher_dir)
+    teacher = upload_model_folder(client, tiny_teacher_dir)
     listed = client.get("/v1/models").json()
     assert [m["id"] for m in listed["data"]] == [teacher["id"]]
 

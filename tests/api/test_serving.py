@@ -19,7 +19,7 @@ from app.main import create_app
 from app.serving import PredictorCache
 from domain.config import Settings
 from tests.api.test_api import assert_problem
-from tests.conftest import upload_table, zip_folder
+from tests.conftest import upload_model_folder, upload_table
 from tests.factories import qnli_like_frame
 
 ROWS = [
@@ -35,19 +35,9 @@ ROWS = [
 ]
 
 
-def upload_model(client: TestClient | httpx.Client, folder: Path) -> dict:
-    response = client.post(
-        "/v1/models",
-        files={"file": ("model.zip", zip_folder(folder))},
-        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 @pytest.fixture
 def model(client: TestClient, tiny_teacher_dir: Path) -> dict:
-    return upload_model(client, tiny_teacher_dir)
+    return upload_model_folder(client, tiny_teacher_dir)
 
 
 def serving_app(settings: Settings, **overrides: object) -> FastAPI:
@@ -90,7 +80,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(
 ) -> None:
     app = serving_app(sqlite_settings, predict_max_batch_rows=64, predict_max_wait_ms=50)
     with TestClient(app) as client:
-        model_id = upload_model(client, tiny_teacher_dir)["id"]
+        model_id = upload_model_folder(client, tiny_teacher_dir)["id"]
         one_by_one = [
             client.post(f"/v1/models/{model_id}/predict_proba", json={"rows": [row]}).json()[
                 "probabilities"
@@ -158,7 +148,7 @@ def test_a_full_queue_answers_429_with_retry_after(
 ) -> None:
     app = serving_app(sqlite_settings, predict_max_batch_rows=1, predict_max_queue_rows=2)
     with TestClient(app) as client:
-        model_id = upload_model(client, tiny_teacher_dir)["id"]
+        model_id = upload_model_folder(client, tiny_teacher_dir)["id"]
         assert client.post(f"/v1/models/{model_id}/predict", json={"rows": ROWS[:1]}).is_success
     cache: PredictorCache = app.state.predictors
     served = cache.lookup(model_id)
@@ -196,7 +186,7 @@ def test_a_full_queue_answers_429_with_retry_after(
 def test_input_limits_name_the_field(sqlite_settings: Settings, tiny_teacher_dir: Path) -> None:
     app = serving_app(sqlite_settings, predict_max_text_chars=40, predict_max_rows=4)
     with TestClient(app) as client:
-        model_id = upload_model(client, tiny_teacher_dir)["id"]
+        model_id = upload_model_folder(client, tiny_teacher_dir)["id"]
         url = f"/v1/models/{model_id}/predict"
         long_row = {"question": "what is the river ? " * 5, "sentence": "the river flows ."}
         assert_problem(
@@ -225,7 +215,7 @@ def test_readiness_follows_loading_and_preload(
     sqlite_settings: Settings, tiny_teacher_dir: Path
 ) -> None:
     with TestClient(create_app(sqlite_settings)) as client:
-        model_id = upload_model(client, tiny_teacher_dir)["id"]
+        model_id = upload_model_folder(client, tiny_teacher_dir)["id"]
         ready = client.get(f"/v1/models/{model_id}/ready").json()
         assert ready == {
             "model": model_id,

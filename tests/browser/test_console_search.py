@@ -16,8 +16,7 @@ from playwright.sync_api import expect
 
 from domain.config import Settings
 from tests.browser.conftest import Console
-from tests.conftest import start_api_and_worker, upload_table, zip_folder
-from tests.factories import qnli_like_frame, save_tiny_bert
+from tests.conftest import start_api_and_worker, upload_search_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +35,7 @@ def test_search_page(
 ) -> None:
     base_url = start_api_and_worker(postgres_redis_settings, start_worker, live_server)
     api = httpx.Client(base_url=base_url, timeout=30)
-    # Three layers, so the search's students are cuts of it that can be faster than it.
-    teacher_dir = save_tiny_bert(tmp_path / "teacher3", layers=3, hidden=32)
-    train = upload_table(api, qnli_like_frame(160, seed=4), "train.csv")["id"]
-    tuning = upload_table(api, qnli_like_frame(40, seed=2), "tuning.csv")["id"]
-    teacher = api.post(
-        "/v1/models",
-        files={"file": ("teacher.zip", zip_folder(teacher_dir))},
-        data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-    ).json()["id"]
+    train, tuning, teacher = upload_search_inputs(api, tmp_path, 160)
 
     # Submitted through the console's form: one student (a cut of the teacher) and its
     # labels-only control; a latency budget far above what tiny students take (a tenth of a

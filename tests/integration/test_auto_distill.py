@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from domain.config import Settings
-from tests.conftest import upload_table, wait_for_job, zip_folder
-from tests.factories import qnli_like_frame, save_tiny_bert
+from tests.conftest import upload_search_inputs, wait_for_job
 from tests.integration.test_job_lifecycle import LIFECYCLE, events_of, wait_for_event
 
 pytestmark = pytest.mark.integration
@@ -47,17 +46,10 @@ def test_search_runs_trials_in_parallel_survives_sigkill_and_cancels(
     settings = postgres_redis_settings.model_copy(
         update={**LIFECYCLE, "checkpoint_every_steps": 15}
     )
-    teacher_dir = save_tiny_bert(tmp_path / "teacher3", layers=3, hidden=32)
     with ThreadPoolExecutor(max_workers=2) as pool:
         started = [pool.submit(start_worker, settings, name) for name in ("a", "b")]
         with TestClient(create_app(settings)) as api:
-            train = upload_table(api, qnli_like_frame(320, seed=4), "train.csv")["id"]
-            tuning = upload_table(api, qnli_like_frame(40, seed=2), "tuning.csv")["id"]
-            teacher = api.post(
-                "/v1/models",
-                files={"file": ("teacher.zip", zip_folder(teacher_dir))},
-                data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-            ).json()["id"]
+            train, tuning, teacher = upload_search_inputs(api, tmp_path, 320)
             workers = {name: future.result() for name, future in zip("ab", started, strict=True)}
             body = {
                 "kind": "auto_distill",

@@ -23,7 +23,7 @@ from app.main import create_app
 from domain.config import Settings
 from domain.storage import ArtifactNotFound
 from domain.storage.s3 import MANIFEST, ArtifactCorrupt, S3ArtifactStore
-from tests.conftest import upload_table, wait_for_job, zip_folder
+from tests.conftest import upload_model_folder, upload_table, wait_for_job
 from tests.factories import qnli_like_frame
 from tests.integration.test_job_lifecycle import LIFECYCLE, events_of, wait_for_event
 
@@ -250,13 +250,7 @@ def test_job_end_to_end_with_api_and_worker_sharing_only_postgres_redis_and_the_
         tuning = upload_table(client, qnli_tables["tuning"], "tuning.csv")
         # The starting checkpoint travels through the bucket too: a folder path on the API's
         # disk would mean nothing to the worker.
-        uploaded = client.post(
-            "/v1/models",
-            files={"file": ("student.zip", zip_folder(tiny_student_dir))},
-            data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-        )
-        assert uploaded.status_code == 201, uploaded.text
-        backbone = uploaded.json()["id"]
+        backbone = upload_model_folder(client, tiny_student_dir)["id"]
 
         teacher = client.post(
             "/v1/jobs",
@@ -356,12 +350,7 @@ def test_a_job_whose_worker_dies_resumes_on_another_host_from_the_bucket(
 
     with TestClient(create_app(host("api-host"))) as client:
         train = upload_table(client, qnli_like_frame(800, seed=4), "big.csv")["id"]
-        uploaded = client.post(
-            "/v1/models",
-            files={"file": ("student.zip", zip_folder(tiny_student_dir))},
-            data={"text_columns": "question,sentence", "labels": "entailment,not_entailment"},
-        )
-        assert uploaded.status_code == 201, uploaded.text
+        uploaded = upload_model_folder(client, tiny_student_dir)
         first = start_worker(host("first-host"), "first")
         job_id = client.post(
             "/v1/jobs",
@@ -369,7 +358,7 @@ def test_a_job_whose_worker_dies_resumes_on_another_host_from_the_bucket(
                 "kind": "finetune",
                 "train_dataset": train,
                 "hyperparameters": {
-                    "model.hf_text.checkpoint_name": uploaded.json()["id"],
+                    "model.hf_text.checkpoint_name": uploaded["id"],
                     "optimization.max_epochs": 4,
                     "optimization.patience": 1000,
                     "env.batch_size": 16,
