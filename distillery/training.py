@@ -553,8 +553,7 @@ def train(
                 step % validate_every == 0 or last_in_epoch or step == total_steps or wrap_up
             ) and validate(step, epoch):
                 stop = True
-            stop = stop or wrap_up
-            if stop or step >= total_steps:
+            if stop or wrap_up or step >= total_steps:
                 stop = True
                 break
             if last_in_epoch:
