@@ -252,6 +252,11 @@ class Candidate:
         return keys
 
 
+def _evenly(first: int, last: int, count: int) -> list[int]:
+    """`count` ≥ 2 layer indices spread evenly over first..last, both included."""
+    return sorted({round(first + i * (last - first) / (count - 1)) for i in range(count)})
+
+
 def spread_layers(depth: int, count: int) -> list[int]:
     """`count` of `depth` layers spread evenly, first and last included (every other layer when
     count is half the depth, as DistilBERT)."""
@@ -259,15 +264,14 @@ def spread_layers(depth: int, count: int) -> list[int]:
         return [0]
     if count * 2 == depth:
         return list(range(0, depth, 2))
-    return sorted({round(i * (depth - 1) / (count - 1)) for i in range(count)})
+    return _evenly(0, depth - 1, count)
 
 
 def inner_layers(depth: int, count: int) -> list[int]:
     """`count` ≥ 2 layers spread over the teacher's inner layers 1..depth-2: its first and last
     layers left out. On QNLI the 2-layer cut [1, 4] of a 6-layer teacher kept 0.71 where [0, 5]
     kept 0.57, distilled the same way (bench/results/terms.json)."""
-    last = depth - 2
-    return sorted({round(1 + i * (last - 1) / (count - 1)) for i in range(count)})
+    return _evenly(1, depth - 2, count)
 
 
 def teacher_cuts(depth: int) -> list[Candidate]:
@@ -430,7 +434,7 @@ def _family_rank(candidate: Candidate) -> tuple[int, str]:
     # At equal size, the inner layers first (they distilled best, bench/results/terms.json),
     # then spread layers (DistilBERT's choice), then the first layers.
     order = {"teacher-inner": 0, "teacher-spread": 1, "teacher-first": 2}
-    return order.get(candidate.family, 2), candidate.family
+    return order.get(candidate.family, len(order)), candidate.family
 
 
 @dataclass(frozen=True)

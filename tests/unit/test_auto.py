@@ -67,6 +67,19 @@ def test_a_six_layer_teacher_gets_inner_cuts_tried_first_at_equal_depth() -> Non
     assert [p.candidate.name for p in chosen] == ["teacher-inner-2", "teacher-spread-2"]
 
 
+def test_at_equal_size_every_teacher_cut_comes_before_another_checkpoint() -> None:
+    first = Candidate("teacher-first-2", "teacher-first", "teacher", [0, 1])
+    (other,) = checkpoint_candidates(["paraphrase-MiniLM-L3-v2"])
+    probes = [
+        ProbeResult(c, parameters=10, size_mb=1.0, latency={}, speedup=1.0, fits=True)
+        for c in (other, first)
+    ]
+    assert [p.candidate.name for p in choose_candidates(probes, 2)] == [
+        "teacher-first-2",
+        "paraphrase-MiniLM-L3-v2",
+    ]
+
+
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
