@@ -384,17 +384,14 @@ def run(
         )
         search_seconds = planning_seconds(client, search["id"]) + trial_seconds
         reference_seconds = worker_seconds(client, reference["id"])
+        store = make_store(settings)
         payload["reference"] = {
             "job": reference["id"],
             "status": reference["status"],
             "seconds": reference_seconds,
             "tuning": reference["metrics"].get("tuning"),
             "test_accuracy": (
-                test_accuracy(
-                    make_store(settings).local_folder(model_key(reference["model"])),
-                    "float",
-                    test,
-                )
+                test_accuracy(store.local_folder(model_key(reference["model"])), "float", test)
                 if reference["status"] == "succeeded"
                 else None
             ),
@@ -413,7 +410,7 @@ def run(
         payload["hand_tuned"] = hand
         if best is not None:
             model = client.get(f"/v1/models/{best['model']}").json()
-            folder = make_store(settings).local_folder(model_key(model["id"]))
+            folder = store.local_folder(model_key(model["id"]))
             accuracy = test_accuracy(folder, best["variant"], test)
             speed = measure_speed(teacher_folder, folder, test)
             speedup = speed["speedup_over_teacher_float"][f"student_{best['variant']}"]

@@ -10,7 +10,8 @@ loss on the pooled sentence vector; and a longer schedule for the winning cut, l
 (twice the epochs over the transfer set).
 
 One seed and one learning rate (1e-4, which bench/quality.py's grid chose on the tuning rows for
-this arm on every seed), so it is a probe, not a result: a variant that wins here earns a place
+the 0+5 pair's arm on every seed; for the 1+4 pair it chose 3e-4 on two seeds of three), so it
+is a probe, not a result: a variant that wins here earns a place
 in bench/quality.py's grid, where it gets the full treatment (grid, 3 seeds, McNemar). Variants
 are ranked on the tuning rows; the test accuracy is printed beside it, not used to choose.
 Resumable: finished variants are kept in bench/results/terms.json.
