@@ -225,10 +225,20 @@ class AutoDistillCreate(BaseModel):
         gt=0,
         le=30 * 24 * 3600,
         description="Seconds the search may spend (AutoGluon's name): trials not started by "
-        "then are cancelled, running ones finish",
+        "then are cancelled, running ones end training with their best weights",
     )
     max_trials: int | None = Field(
-        default=None, ge=1, le=64, description="Trials at most (the preset's when omitted)"
+        default=None,
+        ge=1,
+        le=64,
+        description="Distilled trials at most (the preset's when omitted); the no-distill "
+        "control comes on top",
+    )
+    scheduler: Literal["ASHA", "FIFO"] | None = Field(
+        default=None,
+        description="ASHA (default): a trial below the median of the search's other trials at "
+        "25% or 50% of its steps stops there with its best weights; FIFO: every trial trains "
+        "to its end",
     )
     students: list[str] | None = Field(
         default=None,

@@ -36,6 +36,7 @@ import torch
 
 from distillery.backbones import count_parameters, load_classifier
 from distillery.encoding import encode_rows
+from distillery.halving import SCHEDULERS
 from distillery.hyperparams import TEACHER_CHECKPOINT, TrainingConfig
 from distillery.inference import compute_outputs
 from distillery.predictor import Predictor
@@ -167,6 +168,9 @@ class SearchSpec:
     no_distill: bool = True
     candidates: int = 2
     recipes: list[str] = field(default_factory=lambda: ["default"])
+    # distillery/halving.py: ASHA stops hopeless trials early; FIFO (searches stored before
+    # there was a choice) trains every trial to its end.
+    scheduler: str = "FIFO"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +193,7 @@ def resolve_search(
     int8: bool | None = None,
     no_distill: bool | None = None,
     recipes: Sequence[str] | None = None,
+    scheduler: str | None = None,
 ) -> SearchSpec:
     """The search asked for, checked; AutoError names the field at fault."""
     name = presets or DEFAULT_PRESET
@@ -221,6 +226,8 @@ def resolve_search(
             f"unknown recipe(s) {', '.join(unknown) or '(none given)'}; recipes are: "
             f"{', '.join(RECIPES)}",
         )
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise AutoError("auto.scheduler", f"must be one of {', '.join(SCHEDULERS)}")
     if max_latency_ms_per_row is None and min_speedup is None and max_size_mb is None:
         min_speedup = preset.default_min_speedup
     return SearchSpec(
@@ -233,6 +240,7 @@ def resolve_search(
         no_distill=preset.no_distill if no_distill is None else no_distill,
         candidates=preset.candidates,
         recipes=list(dict.fromkeys(chosen)),
+        scheduler=scheduler or "ASHA",
     )
 
 
@@ -463,17 +471,19 @@ def plan_trials(
     base_hyperparameters: Mapping[str, Any],
     base: TrainingConfig,
 ) -> list[TrialSpec]:
-    """Recipes in order over the chosen students (each student's default first, so a search cut
-    short by its time limit has tried every student once), then the no-distill control."""
+    """The no-distill control first (it trains on the labels alone, a fraction of a trial's
+    cost, so a search cut short by its time limit still shows what the teacher's outputs
+    added), then the recipes in order over the chosen students (each student's default first,
+    so such a search has tried every student once). max_trials counts the distilled trials."""
     trials: list[TrialSpec] = []
-    for recipe in spec.recipes:
-        for result in chosen:
-            if len(trials) >= spec.max_trials:
-                break
-            trials.append(_trial(result, recipe, base_hyperparameters, base))
     if spec.no_distill and chosen:
         trials.append(_trial(chosen[0], NO_DISTILL, base_hyperparameters, base))
-    return trials
+    distilled = [
+        _trial(result, recipe, base_hyperparameters, base)
+        for recipe in spec.recipes
+        for result in chosen
+    ]
+    return trials + distilled[: spec.max_trials]
 
 
 def _trial(

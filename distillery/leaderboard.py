@@ -76,6 +76,8 @@ def trial_rows(trial: Mapping[str, Any], budget: Budget) -> list[dict[str, Any]]
         "parameters": student.get("parameters", probe.get("parameters")),
         "int8_drop_points": int8.get("accuracy_drop_points") if int8 else None,
         "cost_seconds": trial.get("cost_seconds"),
+        # The fraction of its steps at which the search's early stopping ended it, or None.
+        "stopped_early_at": (metrics.get("halving") or {}).get("stopped_at"),
         "attempts": trial.get("attempts"),
         "worker": trial.get("worker"),
         "started_at": trial.get("started_at"),

@@ -64,9 +64,15 @@ class TrainingCallbacks:
         return False
 
     def should_wrap_up(self) -> bool:
-        """True to end training now with the best weights so far (a compute budget is spent):
-        unlike `should_stop`, the run then succeeds."""
+        """True to end training now with the best weights so far (a compute budget is spent, or
+        a search stopped this trial early): unlike `should_stop`, the run then succeeds. Asked
+        after every step and right after every validation."""
         return False
+
+    def validation_fractions(self) -> tuple[float, ...]:
+        """Fractions of the run's steps at which to validate besides the usual schedule (a
+        search's early-stopping rungs)."""
+        return ()
 
 
 @dataclass
@@ -410,6 +416,7 @@ def train(
         "total_steps": total_steps,
         "steps_per_epoch": steps_per_epoch,
         "selection_metric": metric_name,
+        "selection_higher_is_better": higher_is_better,
         **info,
     }
 
@@ -420,6 +427,9 @@ def train(
         info["resumed_from_step"] = loop.step
         model.to(device)
     callbacks.on_start(total_steps, info)
+    extra_validations = {
+        max(1, round(fraction * total_steps)) for fraction in callbacks.validation_fractions()
+    }
 
     def validate(step: int, epoch: float) -> bool:
         """Score on tuning rows, keep the best weights; return True when patience runs out."""
@@ -545,14 +555,21 @@ def train(
                 running, running_counts = {}, {}
             if callbacks.should_stop():
                 raise TrainingCancelled(f"cancelled at step {step}")
+            # Asked first so that a wrapped-up run is scored once more: the weights of the steps
+            # since the last validation count.
             wrap_up = callbacks.should_wrap_up()
-            if wrap_up:
-                # Scored once more, so the weights of the steps since the last validation count.
-                info["wrapped_up_at_step"] = step
-            if (
-                step % validate_every == 0 or last_in_epoch or step == total_steps or wrap_up
-            ) and validate(step, epoch):
+            due = (
+                step % validate_every == 0
+                or last_in_epoch
+                or step == total_steps
+                or step in extra_validations
+            )
+            if (due or wrap_up) and validate(step, epoch):
                 stop = True
+            # ... and again after a validation, whose score may be what ends the run.
+            wrap_up = wrap_up or (due and callbacks.should_wrap_up())
+            if wrap_up:
+                info["wrapped_up_at_step"] = step
             if stop or wrap_up or step >= total_steps:
                 stop = True
                 break

@@ -132,6 +132,7 @@ def jobs_submit(client: Client, args: argparse.Namespace) -> int:
         "presets": args.presets,
         "time_limit": args.time_limit,
         "max_trials": args.max_trials,
+        "scheduler": args.scheduler,
         "min_speedup": args.min_speedup,
         "max_latency_ms_per_row": args.max_latency_ms,
         "max_size_mb": args.max_size_mb,
@@ -237,6 +238,8 @@ LEADERBOARD_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("PARAMS", lambda r: r.get("parameters")),
     ("INT8_DROP", lambda r: _number_or_none(r.get("int8_drop_points"), 2)),
     ("COST_S", lambda r: _number_or_none(r.get("cost_seconds"), 0)),
+    # The fraction of its steps at which the search's early stopping ended the trial.
+    ("STOPPED_AT", lambda r: _number_or_none(r.get("stopped_early_at"), 2)),
     (
         "FITS",
         lambda r: "" if r.get("within_budget") is None else "yes" if r["within_budget"] else "no",
@@ -316,6 +319,9 @@ def add_job_commands(commands: Any, options: argparse.ArgumentParser) -> None:
     search.add_argument("--presets", choices=["fast_inference", "medium_quality", "best_quality"])
     search.add_argument("--time-limit", type=float, help="seconds the search may spend")
     search.add_argument("--max-trials", type=int)
+    search.add_argument(
+        "--scheduler", choices=["ASHA", "FIFO"], help="early stopping of trials (default ASHA)"
+    )
     search.add_argument("--min-speedup", type=float, help="times the teacher's CPU speed")
     search.add_argument("--max-latency-ms", type=float, help="CPU ms per row (batched)")
     search.add_argument("--max-size-mb", type=float)

@@ -22,13 +22,14 @@ its worker is lost; a lost worker costs one trial's progress, never the search.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from distillery.auto import AutoError, Budget, SearchSpec, resolve_search
+from distillery.auto import NO_DISTILL, AutoError, Budget, SearchSpec, resolve_search
 from distillery.hyperparams import TEACHER_CHECKPOINT
 from distillery.leaderboard import leaderboard
 from distillery.plan import CHECKPOINT_KEY, LAYERS_KEY
@@ -59,6 +60,7 @@ def search_spec(auto: dict[str, Any] | None) -> SearchSpec:
         "int8",
         "no_distill",
         "recipes",
+        "scheduler",
     )
     unknown = [key for key in raw if key not in known]
     if unknown:
@@ -78,6 +80,7 @@ def search_spec(auto: dict[str, Any] | None) -> SearchSpec:
             int8=raw.get("int8"),
             no_distill=raw.get("no_distill"),
             recipes=raw.get("recipes"),
+            scheduler=raw.get("scheduler"),
         )
     except AutoError as exc:
         raise Invalid("Invalid search", str(exc), field=exc.field) from None
@@ -134,13 +137,48 @@ def _deadline(parent: Job) -> datetime | None:
     return datetime.fromisoformat(raw) if raw else None
 
 
-def trial_deadline(session: Session, job: Job) -> datetime | None:
-    """When a search's trial must end training (its best weights so far kept): the search's
-    time_limit; None for a job that is no trial, or a search without one."""
+@dataclass(frozen=True)
+class TrialLimits:
+    """What a search asks of one of its trials while it trains."""
+
+    # The search's time_limit: training ends then, the best weights so far kept.
+    deadline: datetime | None
+    # Early stopping against the search's other trials (distillery/halving.py); never for the
+    # no-distill control, which is there to be worse.
+    halving: bool
+
+
+def trial_limits(session: Session, job: Job) -> TrialLimits | None:
+    """The limits on a search's trial; None for a job that is no trial."""
     if job.parent_job_id is None:
         return None
     parent = session.get(Job, job.parent_job_id)
-    return _deadline(parent) if parent is not None else None
+    if parent is None:
+        return None
+    auto = (parent.plan or {}).get("auto")
+    scheduler = SearchSpec.from_json(auto).scheduler if auto else "FIFO"
+    control = (job.metrics or {}).get("trial", {}).get("recipe") == NO_DISTILL
+    return TrialLimits(_deadline(parent), scheduler == "ASHA" and not control)
+
+
+def halving_state(job: Job) -> dict[str, Any]:
+    """A trial's early-stopping record: its score at each rung, and the rung it stopped at."""
+    return dict((job.metrics or {}).get("halving") or {})
+
+
+def rung_key(rung: float) -> str:
+    return f"{rung:g}"
+
+
+def rung_scores(session: Session, job: Job, rung: float) -> list[float]:
+    """The tuning scores the search's other trials recorded at `rung` (a fresh read: they are
+    written by other workers)."""
+    key = rung_key(rung)
+    rows = session.execute(
+        select(Job.metrics).where(Job.parent_job_id == job.parent_job_id, Job.id != job.id)
+    ).scalars()
+    scores = [((metrics or {}).get("halving") or {}).get("rungs", {}).get(key) for metrics in rows]
+    return [float(score) for score in scores if score is not None]
 
 
 def needs_advance(session: Session, parent: Job, now: datetime) -> bool:

@@ -9,14 +9,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from distillery.halving import RUNGS, rungs_reached, should_stop
 from distillery.training import TrainingCallbacks
 from domain import lifecycle
+from domain.auto_distill import TrialLimits, halving_state, rung_key, rung_scores
 from domain.orm import Job, JobMetric, utcnow
 from domain.storage import ArtifactStore, checkpoint_key
 
@@ -65,19 +66,26 @@ class JobCallbacks(TrainingCallbacks):
         attempt: int,
         store: ArtifactStore,
         checkpoints: Path,
-        deadline: datetime | None = None,
+        limits: TrialLimits | None = None,
     ) -> None:
         self.session, self.job, self.attempt = session, job, attempt
         self.store, self.checkpoints = store, checkpoints
         self.last_check = 0.0
-        # A search's time_limit: its trials end training then, keeping their best weights.
-        self.deadline, self.wrapped_up = deadline, False
+        # A search's trial ends training, keeping its best weights, when the search's time_limit
+        # passes or when its early stopping says so (distillery/halving.py).
+        self.limits, self.wrapped_up = limits, False
+        self.total_steps, self.higher_is_better = 0, True
+        self.best: float | None = None  # the best tuning score of this attempt
+        # An attempt that resumes a trial stopped early stops again at once.
+        self.stopped_early = halving_state(job).get("stopped_at") is not None
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         lifecycle.add_event(self.session, self.job.id, kind, message, **data)
         self.session.commit()
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        self.total_steps = total_steps
+        self.higher_is_better = bool(info.get("selection_higher_is_better", True))
         self.job.metrics = {**self.job.metrics, "info": info}
         if "resumed_from_step" in info:
             lifecycle.add_event(
@@ -117,6 +125,40 @@ class JobCallbacks(TrainingCallbacks):
             "last_validation": {"step": step, "epoch": epoch, **values},
         }
         self.session.commit()
+        if self.limits is not None and self.limits.halving:
+            self.halve(step, values)
+
+    def halve(self, step: int, values: dict[str, float]) -> None:
+        """At each rung this validation completes, record the trial's best tuning score so far
+        and stop it if its search's other trials did better there."""
+        score = values.get(self.job.metrics.get("info", {}).get("selection_metric", "accuracy"))
+        if score is None:
+            return
+        if self.best is None or (score > self.best) == self.higher_is_better:
+            self.best = score
+        state = halving_state(self.job)
+        done = [float(rung) for rung in state.get("rungs", {})]
+        for rung in rungs_reached(step, self.total_steps, done):
+            others = rung_scores(self.session, self.job, rung)
+            stop, cutoff = should_stop(self.best, others, self.higher_is_better)
+            state = {
+                **state,
+                "rungs": {**state.get("rungs", {}), rung_key(rung): self.best},
+                **({"stopped_at": rung, "cutoff": cutoff} if stop else {}),
+            }
+            self.job.metrics = {**self.job.metrics, "halving": state}
+            self.session.commit()
+            if stop:
+                self.stopped_early = True
+                self.event(
+                    "stopped_early",
+                    f"stopped at {rung:.0%} of its steps: tuning score {self.best:.4f} is below "
+                    f"the search's cutoff there, {cutoff:.4f} ({len(others)} other trial(s))",
+                    rung=rung,
+                    score=self.best,
+                    cutoff=cutoff,
+                )
+                return
 
     def on_checkpoint(self, step: int, epoch: float) -> None:
         try:
@@ -128,8 +170,14 @@ class JobCallbacks(TrainingCallbacks):
             "checkpoint_saved", f"checkpoint at step {step}", step=step, epoch=round(epoch, 4)
         )
 
+    def validation_fractions(self) -> tuple[float, ...]:
+        return RUNGS if self.limits is not None and self.limits.halving else ()
+
     def should_wrap_up(self) -> bool:
-        if self.deadline is None or self.wrapped_up or utcnow() < self.deadline:
+        if self.stopped_early:
+            return True
+        deadline = self.limits.deadline if self.limits is not None else None
+        if deadline is None or self.wrapped_up or utcnow() < deadline:
             return self.wrapped_up
         self.wrapped_up = True
         self.event(

@@ -37,7 +37,7 @@ from distillery.training import (
     train,
 )
 from domain import lifecycle
-from domain.auto_distill import AUTO_KIND, advance, trial_deadline
+from domain.auto_distill import AUTO_KIND, advance, trial_limits
 from domain.config import get_settings
 from domain.jobs import job_plan, student_backbone
 from domain.logs import job_id_var
@@ -142,7 +142,7 @@ def train_job(session: Session, runtime: Runtime, job: Job, attempt: int) -> Mod
     store.pull_folder(checkpoint_key(job.id), checkpoints)
 
     callbacks = JobCallbacks(
-        session, job, attempt, store, checkpoints, deadline=trial_deadline(session, job)
+        session, job, attempt, store, checkpoints, limits=trial_limits(session, job)
     )
     result = train(
         plan.config,

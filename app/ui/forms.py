@@ -63,6 +63,7 @@ AUTO_TEXT_FIELDS = (
     "auto.max_size_mb",
     "auto.time_limit",
     "auto.max_trials",
+    "auto.scheduler",
     "auto.students",
 )
 # Checkboxes: a form sends a ticked one as "on" and leaves an unticked one out.
@@ -71,6 +72,7 @@ AUTO_CHECKBOXES = ("auto.int8", "auto.no_distill", "auto.packaged_students")
 AUTO_DEFAULTS = {
     "auto.presets": "medium_quality",
     "auto.latency_mode": "batched",
+    "auto.scheduler": "ASHA",
     **{name: "on" for name in AUTO_CHECKBOXES},
 }
 
@@ -88,7 +90,7 @@ def auto_settings(form: dict[str, str]) -> dict[str, Any]:
         key = name.removeprefix("auto.")
         if key == "students":
             auto[key] = [part.strip() for part in value.split(",") if part.strip()]
-        elif key in ("presets", "latency_mode"):
+        elif key in ("presets", "latency_mode", "scheduler"):
             auto[key] = value
         else:
             try:

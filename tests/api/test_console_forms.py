@@ -324,6 +324,7 @@ def test_the_job_form_submits_a_search(
         "auto.latency_mode": "batched",
         "auto.max_latency_ms_per_row": "5",
         "auto.max_trials": "1",
+        "auto.scheduler": "FIFO",
         "auto.min_speedup": "",
         "auto.students": "",
         # auto.packaged_students left unticked: cuts of the teacher only.
@@ -356,3 +357,4 @@ def test_the_job_form_submits_a_search(
     with app.state.session_factory() as session:
         plan = session.get(Job, search).plan["auto"]
     assert plan["students"] == [] and plan["int8"] is True and plan["no_distill"] is False
+    assert plan["scheduler"] == "FIFO"

@@ -21,6 +21,7 @@ from distillery.auto import (
     spread_layers,
     teacher_cuts,
 )
+from distillery.halving import RUNGS, rung_step, rungs_reached, should_stop
 from distillery.hyperparams import parse_hyperparameters
 from distillery.leaderboard import leaderboard, pareto_front
 from distillery.report_render import render_frontier
@@ -91,6 +92,7 @@ def test_at_equal_size_every_teacher_cut_comes_before_another_checkpoint() -> No
         ({"max_trials": 0}, "auto.max_trials"),
         ({"recipes": ["magic"]}, "auto.recipes"),
         ({"latency_mode": "p99"}, "auto.latency_mode"),
+        ({"scheduler": "hyperband"}, "auto.scheduler"),
     ],
 )
 def test_bad_budget_names_its_field(settings: dict, field: str) -> None:
@@ -106,6 +108,34 @@ def test_presets_fill_in_the_budget_and_trials() -> None:
     given = resolve_search("fast_inference", max_size_mb=50, max_trials=2)
     assert given.budget.min_speedup is None and given.budget.max_size_mb == 50
     assert SearchSpec.from_json(given.to_json()) == given
+    assert spec.scheduler == "ASHA" and given.scheduler == "ASHA"
+    assert resolve_search("fast_inference", scheduler="FIFO").scheduler == "FIFO"
+    # A search stored before there was a scheduler trains every trial to its end.
+    stored = {k: v for k, v in given.to_json().items() if k != "scheduler"}
+    assert SearchSpec.from_json(stored).scheduler == "FIFO"
+
+
+def test_halving_lets_the_first_trial_at_a_rung_go_on_and_stops_the_bottom_half() -> None:
+    assert should_stop(0.5, [], higher_is_better=True) == (False, 0.5)
+    assert should_stop(0.6, [0.7], higher_is_better=True)[0]  # below the better of two
+    assert not should_stop(0.7, [0.7], higher_is_better=True)[0]  # a tie goes on
+    assert not should_stop(0.8, [0.7], higher_is_better=True)[0]
+    # Of three, the top half by the median: 0.65 is below it, 0.7 is it.
+    assert should_stop(0.65, [0.6, 0.7, 0.75], higher_is_better=True) == (True, 0.675)
+    assert not should_stop(0.7, [0.6, 0.75], higher_is_better=True)[0]
+    # Lower is better (RMSE): the cutoff is the same quantile, from the other end.
+    assert should_stop(2.0, [1.0], higher_is_better=False) == (True, 1.5)
+    assert not should_stop(1.0, [2.0], higher_is_better=False)[0]
+
+
+def test_rungs_are_reached_once_each_at_their_fraction_of_the_steps() -> None:
+    assert rung_step(0.25, 100) == 25 and rung_step(0.25, 2) == 1
+    assert rungs_reached(24, 100, []) == []
+    assert rungs_reached(25, 100, []) == [0.25]
+    assert rungs_reached(60, 100, [0.25]) == [0.5]
+    # A run validated only at its end completes every rung there, each recorded once.
+    assert rungs_reached(100, 100, []) == list(RUNGS)
+    assert rungs_reached(100, 100, list(RUNGS)) == []
 
 
 def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> None:
@@ -141,11 +171,12 @@ def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> Non
     chosen = choose_candidates(probes, 2)
     assert [p.candidate.name for p in chosen] == ["teacher-spread-1"]
     trials = plan_trials(chosen, easy, {"optimization.max_epochs": 1}, config)
-    assert [t.recipe for t in trials] == ["default", "hard_labels", "high_lr", "no_distill"]
+    assert [t.recipe for t in trials] == ["no_distill", "default", "hard_labels", "high_lr"]
     assert trials[0].hyperparameters["model.hf_text.layers"] == [0]
     assert trials[0].hyperparameters["optimization.max_epochs"] == 1
-    assert trials[2].hyperparameters["optimization.learning_rate"] == pytest.approx(3e-4)
-    assert trials[-1].hyperparameters["distiller.soft_label_weight"] == 0.0
+    assert trials[3].hyperparameters["optimization.learning_rate"] == pytest.approx(3e-4)
+    assert trials[0].hyperparameters["distiller.soft_label_weight"] == 0.0
+    assert len(plan_trials(chosen, resolve_search(None, max_trials=1), {}, config)) == 2
 
 
 def trial(name: str, accuracy: float, student_ms: float, status: str = "succeeded") -> dict:

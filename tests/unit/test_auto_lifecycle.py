@@ -10,10 +10,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from distillery.auto import resolve_search
+from distillery.auto import NO_DISTILL, resolve_search
+from distillery.halving import RUNGS
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
-from domain.auto_distill import AUTO_KIND, advance, children, trial_deadline
+from domain.auto_distill import (
+    AUTO_KIND,
+    TrialLimits,
+    advance,
+    children,
+    halving_state,
+    trial_limits,
+)
 from domain.config import Settings
 from domain.db import make_engine, make_session_factory
 from domain.jobs import cancel_job
@@ -160,22 +168,81 @@ def test_the_time_limit_wraps_up_running_trials_with_one_event(
 ) -> None:
     search = queue_trials(session)
     first, _ = children(session, search.id)
-    assert trial_deadline(session, first) is None  # a search without a time_limit
-    assert trial_deadline(session, search) is None  # not a trial
+    limits = trial_limits(session, first)
+    assert limits is not None and limits.deadline is None  # a search without a time_limit
+    assert trial_limits(session, search) is None  # not a trial
     passed = utcnow() - timedelta(seconds=1)
     search.metrics = {"auto": {"deadline": passed.isoformat()}}
     session.commit()
-    assert trial_deadline(session, first) == passed
-    callbacks = JobCallbacks(
-        session, first, 1, make_store(sqlite_settings), tmp_path, trial_deadline(session, first)
-    )
+    limits = trial_limits(session, first)
+    assert limits is not None and limits.deadline == passed
+    callbacks = JobCallbacks(session, first, 1, make_store(sqlite_settings), tmp_path, limits)
     assert callbacks.should_wrap_up() and callbacks.should_wrap_up()
     session.refresh(first)
     assert [e.kind for e in first.events].count("time_limit") == 1
     ahead = JobCallbacks(
-        session, first, 1, make_store(sqlite_settings), tmp_path, utcnow() + timedelta(hours=1)
+        session,
+        first,
+        1,
+        make_store(sqlite_settings),
+        tmp_path,
+        TrialLimits(utcnow() + timedelta(hours=1), halving=False),
     )
     assert not ahead.should_wrap_up()
+
+
+def test_early_stopping_stops_a_trial_below_its_siblings_at_a_rung(
+    session: Session, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    search = queue_trials(session, count=3)
+    first, second, control = children(session, search.id)
+    control.metrics = {"trial": {"recipe": NO_DISTILL}}
+    session.commit()
+    store = make_store(sqlite_settings)
+
+    def running(job: Job) -> JobCallbacks:
+        limits = trial_limits(session, job)
+        assert limits is not None
+        callbacks = JobCallbacks(session, job, 1, store, tmp_path / job.id, limits)
+        callbacks.on_start(100, {"selection_metric": "accuracy", "device": "cpu"})
+        return callbacks
+
+    # The control is there to be worse: it is never ranked, and never ranks another.
+    assert running(control).validation_fractions() == ()
+    leader, follower = running(first), running(second)
+    assert leader.validation_fractions() == follower.validation_fractions() == RUNGS
+    leader.on_validation(25, 0.5, {"accuracy": 0.8})  # first at the rung: it goes on
+    follower.on_validation(10, 0.2, {"accuracy": 0.9})  # no rung yet
+    assert not follower.should_wrap_up()
+    follower.on_validation(25, 0.5, {"accuracy": 0.6})  # its best so far, 0.9, is ahead
+    assert not follower.should_wrap_up()
+    leader.on_validation(50, 1.0, {"accuracy": 0.7})  # its best, 0.8, goes to rung 0.5
+    assert not leader.should_wrap_up()
+    follower.on_validation(50, 1.0, {"accuracy": 0.6})  # 0.9 again: still ahead
+    assert not follower.should_wrap_up()
+
+    third = kind_row(first.train_dataset_id, "distill", parent_job_id=search.id)
+    session.add(third)
+    session.commit()
+    late = running(third)
+    late.on_validation(30, 0.6, {"accuracy": 0.7})  # at rung 0.25, below the median of three
+    assert late.should_wrap_up()
+    session.refresh(third)
+    stopped = [e for e in third.events if e.kind == "stopped_early"]
+    assert len(stopped) == 1 and stopped[0].data["rung"] == 0.25
+    assert halving_state(third) == {"rungs": {"0.25": 0.7}, "stopped_at": 0.25, "cutoff": 0.8}
+    # An attempt that resumes the stopped trial stops again at once.
+    assert JobCallbacks(
+        session, third, 2, store, tmp_path, trial_limits(session, third)
+    ).should_wrap_up()
+
+
+def test_a_fifo_search_trains_every_trial_to_its_end(session: Session) -> None:
+    search = queue_trials(session)
+    search.plan = {"auto": resolve_search("fast_inference", scheduler="FIFO").to_json()}
+    session.commit()
+    limits = trial_limits(session, children(session, search.id)[0])
+    assert limits is not None and not limits.halving
 
 
 def test_the_time_limit_cancels_trials_not_started(

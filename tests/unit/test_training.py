@@ -106,6 +106,32 @@ def test_a_spent_time_budget_ends_training_with_the_best_weights_so_far(
     assert result.best_step == 3 and result.tuning_metrics is not None
 
 
+def test_a_validation_asked_for_can_end_the_run_at_its_step(tiny_student_dir: Path) -> None:
+    class StopAtTheFirstRung(TrainingCallbacks):
+        """A search's early stopping: a validation it asked for decides the trial stops."""
+
+        decided_at: int | None = None
+
+        def validation_fractions(self) -> tuple[float, ...]:
+            return (0.05,)
+
+        def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None:
+            self.decided_at = step
+
+        def should_wrap_up(self) -> bool:
+            return self.decided_at is not None
+
+    # 48 steps of 4 per epoch: the rung's step 2 is no epoch's end, so only the request
+    # validates there; the run ends at that very step, not one later.
+    config = parse_hyperparameters({**FAST, "optimization.patience": 100})
+    callbacks = StopAtTheFirstRung()
+    result = train(config, qnli_data(64), tiny_student_dir, callbacks=callbacks)
+    assert result.info["total_steps"] == 48 and callbacks.decided_at == 2
+    assert result.info["steps_run"] == 2 and result.info["wrapped_up_at_step"] == 2
+    validations = [entry for entry in result.history if entry["kind"] == "validation"]
+    assert [entry["step"] for entry in validations] == [2] and result.best_step == 2
+
+
 def test_keep_layers_copies_the_chosen_blocks(tiny_teacher_dir: Path) -> None:
     full = load_classifier(tiny_teacher_dir, num_labels=2).model
     cut = load_classifier(tiny_teacher_dir, num_labels=2, layers=[1]).model
