@@ -11,9 +11,11 @@ over the API. Two jobs:
 - one distill job of the measured default recipe on the teacher's layers 1 and 4 (the hand
   choice of bench/quality.py), run alone: the unit of cost, "one distill job on one worker",
   also scored on the test rows (the service's own distill job beside the bench's arm);
-- one auto_distill job, `min_speedup: 3` (batched CPU latency), presets fast_inference, the
-  compute budget --time-limit / --max-trials, paraphrase-MiniLM-L3-v2 offered beside the cuts of
-  the teacher.
+- one auto_distill job, `min_speedup: 3` (batched CPU latency), presets fast_inference (its
+  ASHA early stopping on), paraphrase-MiniLM-L3-v2 offered beside the cuts of the teacher, and
+  a compute budget: --max-trials, and a `time_limit` of --budget-jobs times the reference
+  job's measured worker-seconds (what a user who can afford "about four distill jobs" would
+  set), or --time-limit seconds.
 
 The chosen model (its served variant) is scored once on the 1,000 test rows, and its speed-up
 measured again here, whole predict calls in batches of 32 against the teacher's float, as
@@ -27,7 +29,7 @@ trial's (first claim to end, lost attempts included), over the single distill jo
 Resumable: the service's home stays in --work-dir; a run started again waits on the jobs it
 submitted before instead of submitting new ones (bench/results/auto.json records them).
 
-    python bench/auto.py [--workers 2] [--time-limit 14400] [--max-trials 3]
+    python bench/auto.py [--workers 2] [--budget-jobs 3.8 | --time-limit SECONDS] [--max-trials 3]
     python bench/auto.py --tiny      # minutes: a few hundred rows, one epoch; checks the bench
 """
 
@@ -103,9 +105,13 @@ TINY = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--time-limit", type=float, default=4 * 3600)
-    # Three trials and the labels-only control (which skips the transfer set): about 3.2 distill
-    # jobs of work, within the 4x target.
+    # The search's time_limit, in reference distill jobs: 3.8 leaves a trial cut short by it the
+    # time to finish (its last validation, saving, its int8 variant) within 4 of them.
+    parser.add_argument("--budget-jobs", type=float, default=3.8)
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds, instead")
+    # Three distilled trials after the labels-only control (which skips the transfer set): 4.9
+    # distill jobs of work when each trained to its end (stop 22), so the time limit and the
+    # early stopping are what keep the search within its budget.
     parser.add_argument("--max-trials", type=int, default=3)
     parser.add_argument("--presets", default="fast_inference")
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/distillery-bench")
@@ -120,6 +126,7 @@ def main() -> None:
         "latency_mode": "batched",
         "presets": args.presets,
         "time_limit": args.time_limit,
+        "budget_jobs": None if args.time_limit else args.budget_jobs,
         "max_trials": args.max_trials,
         "workers": args.workers,
         "students": ["paraphrase-MiniLM-L3-v2"],
@@ -356,6 +363,8 @@ def run(
             state["reference_job"] = response.json()["id"]
             save({})
         reference = wait(client, state["reference_job"], "reference distill job")
+        reference_seconds = worker_seconds(client, reference["id"])
+        time_limit = args.time_limit or round(args.budget_jobs * reference_seconds)
         if "search_job" not in state:
             body = {
                 **base,
@@ -365,7 +374,7 @@ def run(
                     "presets": args.presets,
                     "min_speedup": MIN_SPEEDUP,
                     "latency_mode": "batched",
-                    "time_limit": args.time_limit,
+                    "time_limit": time_limit,
                     "max_trials": args.max_trials,
                     "students": [MINILM_L3],
                 },
@@ -383,7 +392,6 @@ def run(
             for t in client.get(f"/v1/jobs?parent_job={search['id']}&limit=100").json()["data"]
         )
         search_seconds = planning_seconds(client, search["id"]) + trial_seconds
-        reference_seconds = worker_seconds(client, reference["id"])
         store = make_store(settings)
         payload["reference"] = {
             "job": reference["id"],
@@ -401,6 +409,7 @@ def run(
             "status": search["status"],
             "error": search["error"],
             "worker_seconds": search_seconds,
+            "time_limit": time_limit,
             "planning_seconds": planning_seconds(client, search["id"]),
             "leaderboard": board,
         }
@@ -461,6 +470,7 @@ def leaderboard_lines(board: dict[str, Any]) -> list[str]:
             f"  {row['name']:<44} {row['status']:<10} acc {row.get('tuning_accuracy')} "
             f"ms/row {row.get('latency_ms_per_row')} x{row.get('speedup')} "
             f"fits {row.get('within_budget')} pareto {row.get('pareto')}"
+            f" cost {row.get('cost_seconds')} s stopped_at {row.get('stopped_early_at')}"
         )
     return lines
 
