@@ -76,6 +76,17 @@ VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
     # The schedule, on the winning cut: twice the passes over the transfer set (the best
     # checkpoint on the tuning rows is kept, so more epochs cannot make it worse on them).
     "cut-1-4x2epochs": ([1, 4], {"optimization.max_epochs": 2 * TRANSFER_EPOCHS}),
+    # The terms again, on the winning cut: its layers are the teacher's layers 1 and 4, whose
+    # outputs are the teacher's hidden states 2 and 5; and a softer-label schedule.
+    "cut-1-4+hidden": (
+        [1, 4],
+        {
+            "distiller.intermediate_loss_weight": 1.0,
+            "distiller.intermediate_layer_map": [2, 5],
+            "distiller.intermediate_pooling": "tokens",
+        },
+    ),
+    "cut-1-4+T2": ([1, 4], {"distiller.temperature": 2.0}),
 }
 
 

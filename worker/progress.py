@@ -74,8 +74,8 @@ class JobCallbacks(TrainingCallbacks):
         # A search's trial ends training, keeping its best weights, when the search's time_limit
         # passes or when its early stopping says so (distillery/halving.py).
         self.limits, self.wrapped_up = limits, False
-        self.total_steps, self.higher_is_better = 0, True
-        self.best: float | None = None  # the best tuning score of this attempt
+        self.total_steps, self.metric, self.higher_is_better = 0, "accuracy", True
+        self.best: float | None = None  # the best tuning score so far
         # An attempt that resumes a trial stopped early stops again at once.
         self.stopped_early = halving_state(job).get("stopped_at") is not None
 
@@ -85,7 +85,12 @@ class JobCallbacks(TrainingCallbacks):
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
         self.total_steps = total_steps
+        self.metric = str(info.get("selection_metric", "accuracy"))
         self.higher_is_better = bool(info.get("selection_higher_is_better", True))
+        # A resumed attempt's best so far includes what earlier attempts recorded at rungs.
+        recorded = list(halving_state(self.job).get("rungs", {}).values())
+        if recorded:
+            self.best = max(recorded) if self.higher_is_better else min(recorded)
         self.job.metrics = {**self.job.metrics, "info": info}
         if "resumed_from_step" in info:
             lifecycle.add_event(
@@ -131,7 +136,7 @@ class JobCallbacks(TrainingCallbacks):
     def halve(self, step: int, values: dict[str, float]) -> None:
         """At each rung this validation completes, record the trial's best tuning score so far
         and stop it if its search's other trials did better there."""
-        score = values.get(self.job.metrics.get("info", {}).get("selection_metric", "accuracy"))
+        score = values.get(self.metric)
         if score is None:
             return
         if self.best is None or (score > self.best) == self.higher_is_better:
