@@ -346,7 +346,7 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
     """PNG: an auto-distill search's trials, tuning accuracy against CPU latency per row (log
     scale; each row's `comparable_ms_per_row`: one teacher timing over the row's own measured
     speed-up, so rows timed at different moments share a scale), float and int8 apart, the
-    teacher, the no-distill control circled, the Pareto frontier as a step line, the latency
+    teacher, the no-distill control circled, trials stopped early crossed, the Pareto frontier as a step line, the latency
     budget as a vertical line and the chosen student starred. Input is
     `GET /v1/jobs/{id}/leaderboard`'s body."""
     figure = _new_figure(10.5, 5.2)
@@ -376,6 +376,17 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
             edgecolors="#333333",
             s=140,
             label="no-distill control",
+            zorder=4,
+        )
+    stopped = [r for r in rows if r.get("stopped_early_at") is not None]
+    if stopped:
+        axes.scatter(
+            [r["comparable_ms_per_row"] for r in stopped],
+            [r["tuning_accuracy"] for r in stopped],
+            marker="x",
+            c="#333333",
+            s=50,
+            label="stopped early (ASHA)",
             zorder=4,
         )
     if teacher is not None and teacher_measured:
@@ -418,13 +429,17 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
             label=f"chosen: {best.get('name')}",
             zorder=5,
         )
+    slowest = max((p["comparable_ms_per_row"] for p in points), default=None)
     for point in points:
         if point.get("pareto") or point is best:
+            # The slowest point's label runs to its left, so the plot's edge does not cut it.
+            last = point["comparable_ms_per_row"] == slowest
             axes.annotate(
                 str(point.get("name")),
                 (point["comparable_ms_per_row"], point["tuning_accuracy"]),
                 textcoords="offset points",
-                xytext=(5, 4),
+                xytext=(-5 if last else 5, 4),
+                ha="right" if last else "left",
                 fontsize=7,
             )
     if points:

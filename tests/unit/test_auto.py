@@ -221,6 +221,7 @@ def test_leaderboard_picks_the_most_accurate_within_budget_and_draws_it() -> Non
         trial("lost", 0.0, 1.0, status="failed"),
     ]
     trials[2]["metrics"] = {}
+    trials[1]["metrics"]["halving"] = {"rungs": {"0.25": 0.8}, "stopped_at": 0.25}
     board = leaderboard(trials, Budget(min_speedup=3.0))
     names = [r["name"] for r in board["rows"]]
     assert names[:2] == ["deep", "deep+int8"]
@@ -233,6 +234,8 @@ def test_leaderboard_picks_the_most_accurate_within_budget_and_draws_it() -> Non
     assert board["frontier"] == ["shallow+int8", "deep+int8", "deep", "teacher"]
     failed = next(r for r in board["rows"] if r["name"] == "lost")
     assert failed["within_budget"] is None and failed["status"] == "failed"
+    stopped = [r["name"] for r in board["rows"] if r["stopped_early_at"] == 0.25]
+    assert stopped == ["shallow", "shallow+int8"]
     png = render_frontier({**board, "job": "job_x", "status": "succeeded"})
     assert png.startswith(b"\x89PNG")
     assert render_frontier({"rows": [], "budget": {}}).startswith(b"\x89PNG")
