@@ -346,9 +346,9 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
     """PNG: an auto-distill search's trials, tuning accuracy against CPU latency per row (log
     scale; each row's `comparable_ms_per_row`: one teacher timing over the row's own measured
     speed-up, so rows timed at different moments share a scale), float and int8 apart, the
-    teacher, the no-distill control circled, trials stopped early crossed, the Pareto frontier as a step line, the latency
-    budget as a vertical line and the chosen student starred. Input is
-    `GET /v1/jobs/{id}/leaderboard`'s body."""
+    teacher, the no-distill control circled, trials stopped early crossed, the Pareto frontier
+    as a step line, the latency budget as a vertical line and the chosen student starred. Input
+    is `GET /v1/jobs/{id}/leaderboard`'s body."""
     figure = _new_figure(10.5, 5.2)
     axes = figure.subplots()
     rows = [r for r in board.get("rows", []) if _is_number(r.get("comparable_ms_per_row"))]
