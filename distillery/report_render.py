@@ -356,49 +356,41 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
     teacher: Mapping[str, Any] | None = board.get("teacher")
     teacher_measured = teacher is not None and _is_number(teacher.get("comparable_ms_per_row"))
     points = [*rows, *([teacher] if teacher_measured else [])]
-    for variant in ("float", "int8"):
-        chosen = [r for r in rows if r.get("variant") == variant]
-        if chosen:
+
+    def mark(points: Sequence[Mapping[str, Any]], **style: Any) -> None:
+        if points:
             axes.scatter(
-                [r["comparable_ms_per_row"] for r in chosen],
-                [r["tuning_accuracy"] for r in chosen],
-                c=FRONTIER_COLOURS[variant],
-                label=f"trials ({variant})",
-                s=36,
-                zorder=3,
+                [p["comparable_ms_per_row"] for p in points],
+                [p["tuning_accuracy"] for p in points],
+                **style,
             )
-    controls = [r for r in rows if r.get("recipe") == "no_distill"]
-    if controls:
-        axes.scatter(
-            [r["comparable_ms_per_row"] for r in controls],
-            [r["tuning_accuracy"] for r in controls],
-            facecolors="none",
-            edgecolors="#333333",
-            s=140,
-            label="no-distill control",
-            zorder=4,
-        )
-    stopped = [r for r in rows if r.get("stopped_early_at") is not None]
-    if stopped:
-        axes.scatter(
-            [r["comparable_ms_per_row"] for r in stopped],
-            [r["tuning_accuracy"] for r in stopped],
-            marker="x",
-            c="#333333",
-            s=50,
-            label="stopped early (ASHA)",
-            zorder=4,
-        )
-    if teacher is not None and teacher_measured:
-        axes.scatter(
-            [teacher["comparable_ms_per_row"]],
-            [teacher["tuning_accuracy"]],
-            marker="s",
-            c=FRONTIER_COLOURS["teacher"],
-            s=60,
-            label="teacher",
+
+    for variant in ("float", "int8"):
+        mark(
+            [r for r in rows if r.get("variant") == variant],
+            c=FRONTIER_COLOURS[variant],
+            label=f"trials ({variant})",
+            s=36,
             zorder=3,
         )
+    mark(
+        [r for r in rows if r.get("recipe") == "no_distill"],
+        facecolors="none",
+        edgecolors="#333333",
+        s=140,
+        label="no-distill control",
+        zorder=4,
+    )
+    mark(
+        [r for r in rows if r.get("stopped_early_at") is not None],
+        marker="x",
+        c="#333333",
+        s=50,
+        label="stopped early (ASHA)",
+        zorder=4,
+    )
+    if teacher is not None and teacher_measured:
+        mark([teacher], marker="s", c=FRONTIER_COLOURS["teacher"], s=60, label="teacher", zorder=3)
     front = sorted((p for p in points if p.get("pareto")), key=lambda p: p["comparable_ms_per_row"])
     if len(front) > 1:
         axes.step(
@@ -420,15 +412,7 @@ def render_frontier(board: Mapping[str, Any]) -> bytes:
         axes.axvline(limit, c="#c44e52", lw=1, label=f"budget ({budget.get('describe', '')})")
     best = board.get("best")
     if best and _is_number(best.get("comparable_ms_per_row")):
-        axes.scatter(
-            [best["comparable_ms_per_row"]],
-            [best["tuning_accuracy"]],
-            marker="*",
-            c="#c44e52",
-            s=260,
-            label=f"chosen: {best.get('name')}",
-            zorder=5,
-        )
+        mark([best], marker="*", c="#c44e52", s=260, label=f"chosen: {best.get('name')}", zorder=5)
     slowest = max((p["comparable_ms_per_row"] for p in points), default=None)
     for point in points:
         if point.get("pareto") or point is best:
