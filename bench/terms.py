@@ -76,6 +76,11 @@ VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
     # The schedule, on the winning cut: twice the passes over the transfer set (the best
     # checkpoint on the tuning rows is kept, so more epochs cannot make it worse on them).
     "cut-1-4x2epochs": ([1, 4], {"optimization.max_epochs": 2 * TRANSFER_EPOCHS}),
+    # ... at the rate bench/quality.py's tuning rows chose for this arm on two seeds of three.
+    "cut-1-4x2epochs-lr3e-4": (
+        [1, 4],
+        {"optimization.max_epochs": 2 * TRANSFER_EPOCHS, "optimization.learning_rate": 3e-4},
+    ),
     # The terms again, on the winning cut: its layers are the teacher's layers 1 and 4, whose
     # outputs are the teacher's hidden states 2 and 5; and a softer-label schedule.
     "cut-1-4+hidden": (
