@@ -17,16 +17,25 @@ from distillery.auto import (
     SearchSpec,
     checkpoint_candidates,
     choose_candidates,
+    control_epochs,
     plan_trials,
     probe_candidates,
     teacher_cuts,
 )
 from distillery.backbones import PACKAGED_CHECKPOINTS, BackboneError
-from distillery.training import TrainingCancelled
+from distillery.plan import JobPlan
+from distillery.training import TrainingCancelled, pair_copies
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
 from domain.auto_distill import deadline_after
-from domain.jobs import JobRequest, _plan, job_plan, send_job, student_backbone
+from domain.jobs import (
+    JobRequest,
+    _plan,
+    job_plan,
+    send_job,
+    student_backbone,
+    teacher_training_rows,
+)
 from domain.models import encoder_layer_count
 from domain.orm import Job, utcnow
 from domain.runtime import Runtime
@@ -67,6 +76,22 @@ def candidates_for(
             continue
         usable.append(name)
     return teacher_cuts(depth) + checkpoint_candidates(usable), depth
+
+
+def distilled_rows(session: Session, job: Job, plan: JobPlan) -> int:
+    """The rows a distilled trial trains on: the labelled ones, the copies and pairs made from
+    them, the unlabelled dataset and the teacher's own training rows when lineage knows them."""
+    config, labelled = plan.config, job.train_dataset.row_count
+    made = config.augmentation_copies + pair_copies(config, plan.text_columns, has_teacher=True)
+    rows = labelled * (1 + made)
+    if job.unlabeled_dataset is not None:
+        rows += job.unlabeled_dataset.row_count
+    teacher_rows = (
+        teacher_training_rows(session, job.teacher_model)
+        if job.teacher_model is not None and config.transfer_from_teacher_data is not False
+        else None
+    )
+    return rows + (teacher_rows.row_count if teacher_rows is not None else 0)
 
 
 def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> None:
@@ -124,7 +149,9 @@ def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> N
             f"none of {len(probes)} candidate students can meet {spec.budget.describe()} by "
             "their CPU latency measured on this worker (see the leaderboard's candidates)"
         )
-    specs = plan_trials(chosen, spec, job.hyperparameters, plan.config)
+    labelled = job.train_dataset.row_count
+    control = control_epochs(plan.config, labelled, distilled_rows(session, job, plan))
+    specs = plan_trials(chosen, spec, job.hyperparameters, plan.config, control)
     trials = []
     for trial in specs:
         # The labels-only control has no use for unlabelled rows (they teach only through

@@ -15,6 +15,7 @@ from distillery.auto import (
     SearchSpec,
     checkpoint_candidates,
     choose_candidates,
+    control_epochs,
     plan_trials,
     probe_candidates,
     resolve_search,
@@ -179,6 +180,15 @@ def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> Non
     assert trials[3].hyperparameters["optimization.learning_rate"] == pytest.approx(3e-4)
     assert trials[0].hyperparameters["distiller.soft_label_weight"] == 0.0
     assert len(plan_trials(chosen, resolve_search(None, max_trials=1), {}, config)) == 2
+    # The labels-only control gets a distilled trial's steps: 800 labels against 9,863 rows.
+    two = parse_hyperparameters({"optimization.max_epochs": 2})
+    assert control_epochs(two, 800, 9863) == 25 and control_epochs(two, 800, 800) == 2
+    steps = parse_hyperparameters({"optimization.max_steps": 100})
+    assert control_epochs(steps, 800, 9863) == steps.max_epochs
+    fair = plan_trials(chosen, easy, {"optimization.max_epochs": 2}, two, control_max_epochs=25)
+    assert fair[0].recipe == "no_distill"
+    assert fair[0].hyperparameters["optimization.max_epochs"] == 25
+    assert all(t.hyperparameters["optimization.max_epochs"] == 2 for t in fair[1:])
 
 
 def test_cuts_of_one_depth_share_one_timing(tiny_teacher_dir: Path) -> None:
