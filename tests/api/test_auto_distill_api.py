@@ -37,6 +37,7 @@ def search(client: TestClient, train_dataset: dict, teacher: dict) -> dict:
         ({"auto": {"time_limit": 0}}, "auto.time_limit"),
         ({"auto": {"max_trials": 0}}, "auto.max_trials"),
         ({"auto": {"presets": "fastest"}}, "auto.presets"),
+        ({"auto": {"scheduler": "hyperband"}}, "auto.scheduler"),
         ({"auto": {"students": ["/no/such/folder"]}}, "auto.students.0"),
         ({"tuning_dataset": None}, "tuning_dataset"),
         ({"teacher_model": None}, "teacher_model"),
