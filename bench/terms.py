@@ -61,17 +61,22 @@ from distillery.training import train
 
 LEARNING_RATE = 1e-4
 PAIR = "L6-to-2-layers"
+
+
+def hidden_state_terms(layer_map: list[int]) -> dict[str, Any]:
+    """Hidden-state loss token by token, each student layer against the teacher's hidden state
+    in `layer_map` (1 = the first layer's output)."""
+    return {
+        "distiller.intermediate_loss_weight": 1.0,
+        "distiller.intermediate_layer_map": layer_map,
+        "distiller.intermediate_pooling": "tokens",
+    }
+
+
 # name -> (teacher layers kept, keys over DISTILLER and the arm's epochs)
 VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
     "cut-0-5": ([0, 5], {}),
-    "cut-0-5+hidden": (
-        [0, 5],
-        {
-            "distiller.intermediate_loss_weight": 1.0,
-            "distiller.intermediate_layer_map": [1, 6],
-            "distiller.intermediate_pooling": "tokens",
-        },
-    ),
+    "cut-0-5+hidden": ([0, 5], hidden_state_terms([1, 6])),
     "cut-0-5+feature": ([0, 5], {"distiller.output_feature_loss_weight": 1.0}),
     "cut-0-3": ([0, 3], {}),
     "cut-1-4": ([1, 4], {}),
@@ -85,14 +90,7 @@ VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
     ),
     # The terms again, on the winning cut: its layers are the teacher's layers 1 and 4, whose
     # outputs are the teacher's hidden states 2 and 5; and a softer-label schedule.
-    "cut-1-4+hidden": (
-        [1, 4],
-        {
-            "distiller.intermediate_loss_weight": 1.0,
-            "distiller.intermediate_layer_map": [2, 5],
-            "distiller.intermediate_pooling": "tokens",
-        },
-    ),
+    "cut-1-4+hidden": ([1, 4], hidden_state_terms([2, 5])),
     "cut-1-4+T2": ([1, 4], {"distiller.temperature": 2.0}),
 }
 

@@ -56,7 +56,10 @@ class TrainingCallbacks:
         self, step: int, total_steps: int, epoch: float, values: dict[str, float]
     ) -> None: ...
 
-    def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None: ...
+    def on_validation(
+        self, step: int, epoch: float, values: dict[str, float], best_score: float
+    ) -> None:
+        """`best_score`: the selection metric's best so far (this validation's included)."""
 
     def on_checkpoint(self, step: int, epoch: float) -> None: ...
 
@@ -445,7 +448,6 @@ def train(
                 agreement_terms(outputs, tuning_teacher_logits, config, data.problem_type)
             )
         loop.history.append({"kind": "validation", "step": step, "epoch": epoch, **values})
-        callbacks.on_validation(step, epoch, values)
         score = values[metric_name]
         improved = loop.best_score is None or (
             score > loop.best_score if higher_is_better else score < loop.best_score
@@ -454,8 +456,9 @@ def train(
             loop.best_score, loop.best_step, loop.best_metrics = score, step, values
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             loop.validations_without_improvement = 0
-            return False
-        loop.validations_without_improvement += 1
+        else:
+            loop.validations_without_improvement += 1
+        callbacks.on_validation(step, epoch, values, loop.best_score)
         return loop.validations_without_improvement > config.patience
 
     def checkpoint(epoch_index: int, next_micro_index: int, generator_state: torch.Tensor) -> None:

@@ -28,16 +28,9 @@ from distillery.training import TrainingCancelled, pair_copies
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
 from domain.auto_distill import deadline_after
-from domain.jobs import (
-    JobRequest,
-    _plan,
-    job_plan,
-    send_job,
-    student_backbone,
-    teacher_training_rows,
-)
+from domain.jobs import JobRequest, _plan, job_plan, send_job, student_backbone
 from domain.models import encoder_layer_count
-from domain.orm import Job, utcnow
+from domain.orm import Dataset, Job, utcnow
 from domain.runtime import Runtime
 from worker.celery_app import celery
 
@@ -80,18 +73,15 @@ def candidates_for(
 
 def distilled_rows(session: Session, job: Job, plan: JobPlan) -> int:
     """The rows a distilled trial trains on: the labelled ones, the copies and pairs made from
-    them, the unlabelled dataset and the teacher's own training rows when lineage knows them."""
-    config, labelled = plan.config, job.train_dataset.row_count
+    them, the unlabelled dataset and the teacher's own training rows the plan resolved."""
+    config = plan.config
     made = config.augmentation_copies + pair_copies(config, plan.text_columns, has_teacher=True)
-    rows = labelled * (1 + made)
-    if job.unlabeled_dataset is not None:
-        rows += job.unlabeled_dataset.row_count
-    teacher_rows = (
-        teacher_training_rows(session, job.teacher_model)
-        if job.teacher_model is not None and config.transfer_from_teacher_data is not False
-        else None
+    transfer = [job.unlabeled_dataset]
+    if plan.teacher_training_rows is not None:
+        transfer.append(session.get(Dataset, plan.teacher_training_rows))
+    return job.train_dataset.row_count * (1 + made) + sum(
+        dataset.row_count for dataset in transfer if dataset is not None
     )
-    return rows + (teacher_rows.row_count if teacher_rows is not None else 0)
 
 
 def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> None:

@@ -74,8 +74,7 @@ class JobCallbacks(TrainingCallbacks):
         # A search's trial ends training, keeping its best weights, when the search's time_limit
         # passes or when its early stopping says so (distillery/halving.py).
         self.limits, self.wrapped_up = limits, False
-        self.total_steps, self.metric, self.higher_is_better = 0, "accuracy", True
-        self.best: float | None = None  # the best tuning score so far
+        self.total_steps, self.higher_is_better = 0, True
         # An attempt that resumes a trial stopped early stops again at once.
         self.stopped_early = halving_state(job).get("stopped_at") is not None
 
@@ -85,12 +84,7 @@ class JobCallbacks(TrainingCallbacks):
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
         self.total_steps = total_steps
-        self.metric = str(info.get("selection_metric", "accuracy"))
         self.higher_is_better = bool(info.get("selection_higher_is_better", True))
-        # A resumed attempt's best so far includes what earlier attempts recorded at rungs.
-        recorded = list(halving_state(self.job).get("rungs", {}).values())
-        if recorded:
-            self.best = max(recorded) if self.higher_is_better else min(recorded)
         self.job.metrics = {**self.job.metrics, "info": info}
         if "resumed_from_step" in info:
             lifecycle.add_event(
@@ -123,7 +117,9 @@ class JobCallbacks(TrainingCallbacks):
         self.job.metrics = {**self.job.metrics, "latest": {"step": step, "epoch": epoch, **values}}
         self.session.commit()
 
-    def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None:
+    def on_validation(
+        self, step: int, epoch: float, values: dict[str, float], best_score: float
+    ) -> None:
         self.record("validation", step, epoch, values)
         self.job.metrics = {
             **self.job.metrics,
@@ -131,24 +127,20 @@ class JobCallbacks(TrainingCallbacks):
         }
         self.session.commit()
         if self.limits is not None and self.limits.halving:
-            self.halve(step, values)
+            self.halve(step, best_score)
 
-    def halve(self, step: int, values: dict[str, float]) -> None:
+    def halve(self, step: int, best: float) -> None:
         """At each rung this validation completes, record the trial's best tuning score so far
-        and stop it if its search's other trials did better there."""
-        score = values.get(self.metric)
-        if score is None:
-            return
-        if self.best is None or (score > self.best) == self.higher_is_better:
-            self.best = score
+        (the loop's, restored with its checkpoint on a resumed attempt) and stop the trial if
+        its search's other trials did better there."""
         state = halving_state(self.job)
         done = [float(rung) for rung in state.get("rungs", {})]
         for rung in rungs_reached(step, self.total_steps, done):
             others = rung_scores(self.session, self.job, rung)
-            stop, cutoff = should_stop(self.best, others, self.higher_is_better)
+            stop, cutoff = should_stop(best, others, self.higher_is_better)
             state = {
                 **state,
-                "rungs": {**state.get("rungs", {}), rung_key(rung): self.best},
+                "rungs": {**state.get("rungs", {}), rung_key(rung): best},
                 **({"stopped_at": rung, "cutoff": cutoff} if stop else {}),
             }
             self.job.metrics = {**self.job.metrics, "halving": state}
@@ -157,10 +149,10 @@ class JobCallbacks(TrainingCallbacks):
                 self.stopped_early = True
                 self.event(
                     "stopped_early",
-                    f"stopped at {rung:.0%} of its steps: tuning score {self.best:.4f} is below "
+                    f"stopped at {rung:.0%} of its steps: tuning score {best:.4f} is below "
                     f"the search's cutoff there, {cutoff:.4f} ({len(others)} other trial(s))",
                     rung=rung,
-                    score=self.best,
+                    score=best,
                     cutoff=cutoff,
                 )
                 return

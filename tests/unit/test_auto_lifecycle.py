@@ -211,21 +211,21 @@ def test_early_stopping_stops_a_trial_below_its_siblings_at_a_rung(
     assert running(control).validation_fractions() == ()
     leader, follower = running(first), running(second)
     assert leader.validation_fractions() == follower.validation_fractions() == RUNGS
-    leader.on_validation(25, 0.5, {"accuracy": 0.8})  # first at the rung: it goes on
-    follower.on_validation(10, 0.2, {"accuracy": 0.9})  # no rung yet
+    leader.on_validation(25, 0.5, {"accuracy": 0.8}, 0.8)  # first at the rung: it goes on
+    follower.on_validation(10, 0.2, {"accuracy": 0.9}, 0.9)  # no rung yet
     assert not follower.should_wrap_up()
-    follower.on_validation(25, 0.5, {"accuracy": 0.6})  # its best so far, 0.9, is ahead
+    follower.on_validation(25, 0.5, {"accuracy": 0.6}, 0.9)  # its best so far, 0.9, is ahead
     assert not follower.should_wrap_up()
-    leader.on_validation(50, 1.0, {"accuracy": 0.7})  # its best, 0.8, goes to rung 0.5
+    leader.on_validation(50, 1.0, {"accuracy": 0.7}, 0.8)  # its best, 0.8, goes to rung 0.5
     assert not leader.should_wrap_up()
-    follower.on_validation(50, 1.0, {"accuracy": 0.6})  # 0.9 again: still ahead
+    follower.on_validation(50, 1.0, {"accuracy": 0.6}, 0.9)  # 0.9 again: still ahead
     assert not follower.should_wrap_up()
 
     third = kind_row(first.train_dataset_id, "distill", parent_job_id=search.id)
     session.add(third)
     session.commit()
     late = running(third)
-    late.on_validation(30, 0.6, {"accuracy": 0.7})  # at rung 0.25, below the median of three
+    late.on_validation(30, 0.6, {"accuracy": 0.7}, 0.7)  # at rung 0.25, below the median of three
     assert late.should_wrap_up()
     session.refresh(third)
     stopped = [e for e in third.events if e.kind == "stopped_early"]

@@ -115,7 +115,9 @@ def test_a_validation_asked_for_can_end_the_run_at_its_step(tiny_student_dir: Pa
         def validation_fractions(self) -> tuple[float, ...]:
             return (0.05,)
 
-        def on_validation(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        def on_validation(
+            self, step: int, epoch: float, values: dict[str, float], best_score: float
+        ) -> None:
             self.decided_at = step
 
         def should_wrap_up(self) -> bool:
