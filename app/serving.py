@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session
 from app.batching import MicroBatcher
 from distillery.encoding import EncodedRow
 from distillery.predictor import Predictor
-from distillery.variants import apply_variant, module_memory_bytes
+from distillery.scripted import script_predictor
+from distillery.variants import FLOAT, INT8, apply_variant, module_memory_bytes
 from domain.config import Settings
 from domain.orm import Model
 from domain.storage import ArtifactStore
@@ -80,6 +81,8 @@ class ServedModel:
     predictor: Predictor
     memory_bytes: int
     load_seconds: float
+    # Whether the torch model runs as TorchScript (distillery/scripted.py), not eagerly.
+    scripted: bool = False
     batcher: MicroBatcher[list[EncodedRow], np.ndarray] = field(init=False, repr=False)
 
     def encode(self, rows: RequestRows) -> list[EncodedRow]:
@@ -164,6 +167,7 @@ def make_predictor_cache(settings: Settings) -> PredictorCache:
         ),
         inference_threads=settings.inference_threads,
         lookup_ttl_seconds=settings.predict_lookup_ttl_seconds,
+        torchscript=settings.serving_torchscript,
     )
 
 
@@ -181,8 +185,10 @@ class PredictorCache:
         on_batch: Callable[[int], None] | None = None,
         on_event: Callable[[str], None] | None = None,
         lookup_ttl_seconds: float = 0.0,
+        torchscript: bool = False,
     ) -> None:
         self.capacity = max(1, capacity)
+        self.torchscript = torchscript
         self.max_bytes = max_bytes
         self.device = pick_serving_device(device)
         self.policy = policy or BatchingPolicy()
@@ -289,12 +295,21 @@ class PredictorCache:
             folder, device=self.device, batch_size=self.policy.forward_rows(self.device)
         )
         apply_variant(predictor, variant)
+        # Counted before tracing: a frozen module holds its weights as constants, not state.
+        memory_bytes = module_memory_bytes(predictor.model)
+        scripted = (
+            self.torchscript
+            and self.device == "cpu"
+            and variant in (FLOAT, INT8)
+            and script_predictor(predictor)
+        )
         served = ServedModel(
             model_id=model_id,
             variant=variant,
             predictor=predictor,
-            memory_bytes=module_memory_bytes(predictor.model),
+            memory_bytes=memory_bytes,
             load_seconds=0.0,
+            scripted=scripted,
         )
         served.batcher = MicroBatcher(
             served.forward,
@@ -312,9 +327,10 @@ class PredictorCache:
         served.load_seconds = time.perf_counter() - started
         self.on_event("load")
         log.info(
-            "loaded model %s (%s) on %s in %.2f s, %d MB",
+            "loaded model %s (%s%s) on %s in %.2f s, %d MB",
             model_id,
             variant,
+            ", TorchScript" if scripted else "",
             self.device,
             served.load_seconds,
             served.memory_bytes // 2**20,

@@ -64,6 +64,7 @@ from bench.common import (
 )
 from distillery.hyperparams import parse_hyperparameters
 from distillery.predictor import Predictor
+from distillery.scripted import script_predictor
 from distillery.training import TrainingData, train
 from distillery.variants import apply_variant
 
@@ -366,6 +367,10 @@ def main() -> None:
     apply_variant(student_onnx, "onnx")
     student_onnx_int8 = Predictor(models["student"], batch_size=BATCH_ROWS)
     apply_variant(student_onnx_int8, "onnx-int8")
+    # The form the server runs a CPU torch model in (DISTILLERY_SERVING_TORCHSCRIPT).
+    student_scripted = Predictor(models["student"], batch_size=BATCH_ROWS)
+    if not script_predictor(student_scripted):
+        raise RuntimeError("the student could not be traced; the server would serve it eagerly")
     teacher = Predictor(models["teacher"], batch_size=BATCH_ROWS)
     default_threads = torch.get_num_threads()
     threads_probe, _ = raw_throughput(student, test)
@@ -416,6 +421,7 @@ def main() -> None:
             for name, predictor in [
                 ("student_float", student),
                 ("student_float_one_row", student_one_row),
+                ("student_float_torchscript", student_scripted),
                 ("student_int8", student_int8),
                 ("student_onnx", student_onnx),
                 ("student_onnx_int8", student_onnx_int8),
@@ -481,6 +487,12 @@ def main() -> None:
 
     ratios = {
         "http_over_raw_c32": per_round(http("student float, batching"), raw("student_float")),
+        "http_over_raw_torchscript_c32": per_round(
+            http("student float, batching"), raw("student_float_torchscript")
+        ),
+        "raw_torchscript_over_float": per_round(
+            raw("student_float_torchscript"), raw("student_float")
+        ),
         "batching_speedup_c32": per_round(
             http("student float, batching"), http("student float, no batching")
         ),
@@ -501,6 +513,11 @@ def main() -> None:
     drop_points = round(100 * (raw_accuracy["student_float"] - raw_accuracy["student_int8"]), 2)
     summary = {
         "http_over_raw_c32": statistics.median(ratios["http_over_raw_c32"]),
+        # The same, against the form the server runs (traced): what serving itself costs.
+        "http_over_raw_torchscript_c32": statistics.median(
+            ratios["http_over_raw_torchscript_c32"]
+        ),
+        "torchscript_speedup": statistics.median(ratios["raw_torchscript_over_float"]),
         "batching_speedup_c32": statistics.median(ratios["batching_speedup_c32"]),
         # Raw rows/s in batches of 32 over rows/s one row per call: the ceiling of the above.
         "raw_batching_ceiling": statistics.median(ratios["raw_batching_ceiling"]),
@@ -542,10 +559,12 @@ def main() -> None:
                         "200 tuning",
                     }
                 ),
-                "server": "uvicorn (uvloop, httptools), 1 process, 1 inference thread; "
+                "server": "uvicorn (uvloop, httptools), 1 process, 1 inference thread, torch "
+                "models traced (TorchScript); "
                 "micro-batching up to 32 rows run as length-sorted chunks of 8, each chunk "
                 "answered as it ends; batching off: max batch rows 1",
-                "raw": "Predictor.raw_outputs on all rows at once: batches of 32 sorted by length",
+                "raw": "Predictor.raw_outputs on all rows at once: batches of 32 sorted by "
+                "length; the eager model, and (student_float_torchscript) the traced one",
                 "load_generator": "KeepAliveConnection (asyncio streams, one keep-alive "
                 "HTTP/1.1 connection per client) in the benchmark process, same machine; its "
                 "CPU share is recorded per scenario",

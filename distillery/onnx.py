@@ -30,7 +30,7 @@ INT8_GRAPH = "model-int8.onnx"
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class _Logits(torch.nn.Module):
+class LogitsOnly(torch.nn.Module):
     """The classifier with the logits alone as output: what a graph needs (a Hugging Face
     output object is not a tensor)."""
 
@@ -55,7 +55,7 @@ def export_onnx(
     example = collate(example_rows, pad_token_id)
     input_names = [name for name in INPUT_ORDER if name in example]
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    wrapped = _Logits(model.cpu().eval())
+    wrapped = LogitsOnly(model.cpu().eval())
     path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter narrates each stage on stdout and warns about every traced branch.
     with warnings.catch_warnings(), _quiet("torch.onnx"), redirect_stdout(io.StringIO()):

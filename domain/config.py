@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # torch intra-op threads in the API process (0: torch's default, one per core). On a CPU
     # shared with other busy processes, 1 avoids OpenMP threads waiting on descheduled peers.
     inference_torch_threads: int = 0
+    # Serve torch models (float, int8) on a CPU as frozen TorchScript when the traced model
+    # matches the eager one: it runs without holding the GIL (distillery/scripted.py).
+    serving_torchscript: bool = True
     # Serving variants made after every successful distill job, and the tuning rows (at most)
     # each is scored on against the float model.
     variants_after_distill: list[str] = Field(default_factory=lambda: ["int8"])

@@ -25,6 +25,7 @@ from distillery.hyperparams import parse_hyperparameters
 from distillery.inert_pickle import Inert, read_inert_pickle
 from distillery.onnx import OnnxClassifier
 from distillery.predictor import Predictor
+from distillery.scripted import ScriptedClassifier, script_predictor
 from distillery.training import TrainingData, train
 from distillery.variants import ONNX, apply_variant
 from tests.factories import qnli_like_frame
@@ -194,3 +195,11 @@ def test_the_converted_predictor_exports_to_onnx(classifier: Path) -> None:
     apply_variant(predictor, ONNX)
     assert isinstance(predictor.model, OnnxClassifier)
     assert np.abs(predictor.raw_outputs(ROWS) - expected).max() < 1e-4
+
+
+def test_the_converted_predictor_serves_as_torchscript(classifier: Path) -> None:
+    expected = Predictor(classifier).raw_outputs(ROWS)
+    predictor = Predictor(classifier)
+    assert script_predictor(predictor)
+    assert isinstance(predictor.model, ScriptedClassifier)
+    assert np.abs(predictor.raw_outputs(ROWS) - expected).max() < 1e-5
