@@ -9,7 +9,10 @@ per request (as an online service sees them). The same process, with the servers
 the raw in-process throughput of the same models on the same rows: the limit.
 
 Raw, the student also runs in ONNX Runtime: its fp32 export and ORT's int8 quantization of it
-(the onnx and onnx-int8 variants).
+(the onnx and onnx-int8 variants), and traced as TorchScript, the form the server runs a CPU
+torch model in: `http_over_raw_c32` compares HTTP with the eager model, as a user would run it,
+and `http_over_raw_torchscript_c32` with the traced one, so the trace's own speed-up is not
+counted as the server's.
 
 Two servers run side by side: micro-batching on (defaults) and off (max batch rows 1). Each
 round measures raw student float/int8/teacher, then HTTP at concurrency 32 for student float
@@ -357,6 +360,11 @@ def main() -> None:
 
     # The limit: each model alone in this process, same rows, batches of 32 sorted by length.
     student = Predictor(models["student"], batch_size=BATCH_ROWS)
+    default_threads = torch.get_num_threads()
+    threads_probe, _ = raw_throughput(student, test)
+    print(f"raw student float with torch's default {default_threads} threads: {threads_probe}")
+    # Before the ONNX Runtime sessions are made: they take their thread count from torch's.
+    torch.set_num_threads(args.torch_threads)
     # One row per forward call: what batching-off costs the model itself, so the ratio of the
     # two is the most micro-batching can give on this CPU, whatever the server does.
     student_one_row = Predictor(models["student"], batch_size=1)
@@ -372,10 +380,6 @@ def main() -> None:
     if not script_predictor(student_scripted):
         raise RuntimeError("the student could not be traced; the server would serve it eagerly")
     teacher = Predictor(models["teacher"], batch_size=BATCH_ROWS)
-    default_threads = torch.get_num_threads()
-    threads_probe, _ = raw_throughput(student, test)
-    print(f"raw student float with torch's default {default_threads} threads: {threads_probe}")
-    torch.set_num_threads(args.torch_threads)
 
     home = args.work / f"home-{int(time.time())}"
     migrate(home)
