@@ -122,3 +122,18 @@ def job_row(dataset_id: str, **values: object) -> Job:
         hyperparameters={},
         **values,
     )
+
+
+def save_tiny_classifier_bundle(root: Path, architecture: str, *, seed: int) -> Path:
+    """A 2-layer tiny BERT ("bert", with token types) or MPNet ("mpnet", without) saved as a
+    binary QNLI-shaped bundle."""
+    from distillery.backbones import load_classifier
+    from distillery.bundle import BundleMetadata, save_bundle
+
+    make = save_tiny_bert if architecture == "bert" else save_tiny_mpnet
+    checkpoint = make(root / "checkpoint", layers=2, seed=seed)
+    backbone = load_classifier(checkpoint, num_labels=2)
+    metadata = BundleMetadata(
+        "binary", ["entailment", "not_entailment"], ["question", "sentence"]
+    )
+    return save_bundle(backbone.model, backbone.tokenizer, metadata, root / "bundle")

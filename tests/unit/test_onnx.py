@@ -9,24 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distillery.backbones import load_classifier
-from distillery.bundle import BundleMetadata, save_bundle
 from distillery.onnx import OnnxClassifier
 from distillery.predictor import Predictor
 from distillery.variants import ONNX, ONNX_INT8, apply_variant, compare_variant
-from tests.factories import qnli_like_frame, save_tiny_bert, save_tiny_mpnet
-
-LABELS = ["entailment", "not_entailment"]
+from tests.factories import qnli_like_frame, save_tiny_classifier_bundle
 
 
 @pytest.fixture(scope="module", params=["bert", "mpnet"])
 def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(request.param)
-    make = save_tiny_bert if request.param == "bert" else save_tiny_mpnet
-    checkpoint = make(root / "checkpoint", layers=2, seed=3)
-    backbone = load_classifier(checkpoint, num_labels=2)
-    metadata = BundleMetadata("binary", LABELS, ["question", "sentence"])
-    return save_bundle(backbone.model, backbone.tokenizer, metadata, root / "bundle")
+    return save_tiny_classifier_bundle(root, request.param, seed=3)
 
 
 def test_fp32_graph_matches_torch_and_int8_keeps_the_argmax(bundle: Path) -> None:

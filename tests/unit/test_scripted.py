@@ -11,25 +11,17 @@ import pytest
 import torch
 
 from app.serving import PredictorCache
-from distillery.backbones import load_classifier
-from distillery.bundle import BundleMetadata, save_bundle
 from distillery.encoding import EncodedRow
 from distillery.predictor import Predictor
 from distillery.scripted import ScriptedClassifier, script_classifier, script_predictor
 from distillery.variants import FLOAT, INT8, apply_variant, module_memory_bytes
-from tests.factories import qnli_like_frame, save_tiny_bert, save_tiny_mpnet
-
-LABELS = ["entailment", "not_entailment"]
+from tests.factories import qnli_like_frame, save_tiny_classifier_bundle
 
 
 @pytest.fixture(scope="module", params=["bert", "mpnet"])
 def bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(request.param)
-    make = save_tiny_bert if request.param == "bert" else save_tiny_mpnet
-    checkpoint = make(root / "checkpoint", layers=2, seed=4)
-    backbone = load_classifier(checkpoint, num_labels=2)
-    metadata = BundleMetadata("binary", LABELS, ["question", "sentence"])
-    return save_bundle(backbone.model, backbone.tokenizer, metadata, root / "bundle")
+    return save_tiny_classifier_bundle(root, request.param, seed=4)
 
 
 @pytest.mark.parametrize("variant", [FLOAT, INT8])
