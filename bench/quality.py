@@ -26,8 +26,10 @@ same run (the same start, labels and seed) and it is trained once.
 
 The run is resumable: each finished (pair, seed) is written to bench/results/quality.json at
 once and skipped when the run starts again with the same setup (fingerprinted per pair, so a new
-pair leaves the others' results alone); the teacher and its outputs are kept in --work-dir. The
-MiniLM pair took about 25 minutes a seed on 2 cores shared with a test suite. The MPNet teacher
+pair leaves the others' results alone, and a pair not run keeps its earlier results, marked
+stale); the teacher and its outputs are kept in --work-dir. With the longer distilled schedule
+the MiniLM 1+4 pair took about 90 minutes for seed 0 on 2 cores, much of it shared with a test
+suite; the teacher took 20 minutes there (about 5 alone). The MPNet teacher
 alone is slow there: its fine-tuning ran at about 50 steps (batch 32) in 40 minutes beside other
 work, so that pair wants a bigger machine or a GPU.
 
