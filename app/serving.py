@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from app.batching import MicroBatcher
 from distillery.encoding import EncodedRow
 from distillery.predictor import Predictor
-from distillery.scripted import script_predictor
+from distillery.scripted import ScriptedClassifier, script_predictor
 from distillery.variants import FLOAT, INT8, apply_variant, module_memory_bytes
 from domain.config import Settings
 from domain.orm import Model
@@ -81,9 +81,12 @@ class ServedModel:
     predictor: Predictor
     memory_bytes: int
     load_seconds: float
-    # Whether the torch model runs as TorchScript (distillery/scripted.py), not eagerly.
-    scripted: bool = False
     batcher: MicroBatcher[list[EncodedRow], np.ndarray] = field(init=False, repr=False)
+
+    @property
+    def scripted(self) -> bool:
+        """Whether the torch model runs as TorchScript (distillery/scripted.py), not eagerly."""
+        return isinstance(self.predictor.model, ScriptedClassifier)
 
     def encode(self, rows: RequestRows) -> list[EncodedRow]:
         """One request's rows as token ids: done before they queue, off the inference thread."""
@@ -297,19 +300,14 @@ class PredictorCache:
         apply_variant(predictor, variant)
         # Counted before tracing: a frozen module holds its weights as constants, not state.
         memory_bytes = module_memory_bytes(predictor.model)
-        scripted = (
-            self.torchscript
-            and self.device == "cpu"
-            and variant in (FLOAT, INT8)
-            and script_predictor(predictor)
-        )
+        if self.torchscript and self.device == "cpu" and variant in (FLOAT, INT8):
+            script_predictor(predictor)
         served = ServedModel(
             model_id=model_id,
             variant=variant,
             predictor=predictor,
             memory_bytes=memory_bytes,
             load_seconds=0.0,
-            scripted=scripted,
         )
         served.batcher = MicroBatcher(
             served.forward,
@@ -330,7 +328,7 @@ class PredictorCache:
             "loaded model %s (%s%s) on %s in %.2f s, %d MB",
             model_id,
             variant,
-            ", TorchScript" if scripted else "",
+            ", TorchScript" if served.scripted else "",
             self.device,
             served.load_seconds,
             served.memory_bytes // 2**20,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,13 @@ def apply_variant(predictor: Predictor, kind: str) -> None:
         predictor.model = OnnxClassifier(graph).eval()
 
 
-def example_rows(predictor: Predictor) -> list[EncodedRow]:
-    """Two short encoded rows of the model's columns: the shapes an export traces."""
-    texts = {column: ["an example row", "another"] for column in predictor.metadata.text_columns}
-    return predictor.encode(pd.DataFrame(texts))
+def example_rows(
+    predictor: Predictor, texts: Sequence[str] = ("an example row", "another")
+) -> list[EncodedRow]:
+    """Encoded rows of the model's columns, each column holding `texts` (by default two short
+    rows: the shapes an export traces)."""
+    columns = {column: list(texts) for column in predictor.metadata.text_columns}
+    return predictor.encode(pd.DataFrame(columns))
 
 
 
