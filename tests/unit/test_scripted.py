@@ -46,7 +46,12 @@ class LengthBranch(torch.nn.Module):
         super().__init__()
         self.embedding = torch.nn.Embedding(50, 2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_hidden_states: bool = False,  # as a Hugging Face classifier takes it
+    ) -> object:
         logits = self.embedding(input_ids).mean(dim=1)
         if input_ids.shape[1] > 4:
             logits = logits * 2
