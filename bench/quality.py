@@ -66,6 +66,7 @@ from bench.common import (
     TEXT_COLUMNS,
     Stopwatch,
     backbone_path,
+    cpu_description,
     qnli_splits,
     save_result,
     unlabeled_rows,
@@ -450,6 +451,7 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
             "student": size_on_disk(student_folder),
         },
         "threads": torch.get_num_threads(),
+        "cpu": cpu_description(),
     }
 
 

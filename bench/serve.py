@@ -61,6 +61,7 @@ from bench.common import (
     TEXT_COLUMNS,
     Stopwatch,
     backbone_path,
+    cpu_description,
     qnli_splits,
     save_result,
     write_results,
@@ -572,7 +573,7 @@ def main() -> None:
                 "load_generator": "KeepAliveConnection (asyncio streams, one keep-alive "
                 "HTTP/1.1 connection per client) in the benchmark process, same machine; its "
                 "CPU share is recorded per scenario",
-                "cpus": os.cpu_count(),
+                "cpu": cpu_description(),
                 "torch_threads": args.torch_threads,
                 "setup_seconds": round(setup_watch.seconds, 1),
                 "models_reused_from_work_dir": models["reused"],
