@@ -53,8 +53,8 @@ TEACHER_HYPERPARAMETERS = {
 # 2 cores. The controls see the labelled rows only: init-only from the very same starting
 # weights (the teacher model's layers), no-distill from the pretrained model's. Each arm takes
 # the learning rate bench/quality.py's grid ({1e-4, 3e-4}, chosen on tuning rows) picked for it:
-# 3e-4 for both distilled arms of its 1+4 cut (the labels-only arm on all 3 seeds of the
-# shorter schedule), 1e-4 for the controls (init-only 5 of 6 runs, no-distill 6 of 6).
+# 3e-4 for both distilled arms of its 1+4 cut on both seeds run with the current schedule,
+# 1e-4 for the controls (in bench/results/quality.json: init-only 4 of 5 runs, no-distill 5/5).
 STUDENT_HYPERPARAMETERS = {
     "model.hf_text.checkpoint_name": BACKBONE,
     "model.hf_text.layers": [0, 2, 4],
