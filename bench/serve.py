@@ -346,7 +346,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     splits = qnli_splits()
     test = splits["test"].head(args.rows)
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()}", flush=True)
+    print(f"machine: {cpu_description()}, load average {os.getloadavg()}", flush=True)
 
     with Stopwatch() as setup_watch:
         if args.models_from:

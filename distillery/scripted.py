@@ -32,7 +32,7 @@ from distillery.encoding import EncodedRow, collate
 from distillery.inference import compute_outputs
 from distillery.onnx import INPUT_ORDER, LogitsOnly
 from distillery.predictor import Predictor
-from distillery.variants import example_rows
+from distillery.variants import EXAMPLE_TEXTS, example_rows
 
 log = logging.getLogger("distillery.scripted")
 
@@ -53,10 +53,9 @@ class ScriptedClassifier(torch.nn.Module):
         return SimpleNamespace(logits=self.scripted(*(batch[name] for name in self.input_names)))
 
 
-# The default example rows, and one longer, so a batch of them pads some rows.
+# The example rows, and one longer, so a batch of them pads some rows.
 CHECK_TEXTS = (
-    "an example row",
-    "another",
+    *EXAMPLE_TEXTS,
     "a longer example row, with many more words than the others, so that its batch pads them",
 )
 
@@ -65,7 +64,9 @@ def script_predictor(predictor: Predictor) -> bool:
     """Swap a CPU predictor's torch model for its traced form, when that matches; says whether
     it did. The rows are made of the model's own text columns and tokenizer."""
     rows = example_rows(predictor, CHECK_TEXTS)
-    scripted = script_classifier(predictor.model, rows[:2], rows, predictor.pad_token_id)
+    scripted = script_classifier(
+        predictor.model, rows[: len(EXAMPLE_TEXTS)], rows, predictor.pad_token_id
+    )
     if scripted is None:
         return False
     predictor.model = scripted.eval()

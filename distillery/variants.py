@@ -76,14 +76,14 @@ def apply_variant(predictor: Predictor, kind: str) -> None:
         predictor.model = OnnxClassifier(graph).eval()
 
 
-def example_rows(
-    predictor: Predictor, texts: Sequence[str] = ("an example row", "another")
-) -> list[EncodedRow]:
-    """Encoded rows of the model's columns, each column holding `texts` (by default two short
-    rows: the shapes an export traces)."""
+# Two short rows: the shapes an export or a trace records.
+EXAMPLE_TEXTS = ("an example row", "another")
+
+
+def example_rows(predictor: Predictor, texts: Sequence[str] = EXAMPLE_TEXTS) -> list[EncodedRow]:
+    """Encoded rows of the model's columns, each column holding `texts`."""
     columns = {column: list(texts) for column in predictor.metadata.text_columns}
     return predictor.encode(pd.DataFrame(columns))
-
 
 
 def module_memory_bytes(module: torch.nn.Module) -> int:
