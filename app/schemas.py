@@ -255,7 +255,7 @@ class AutoDistillCreate(BaseModel):
         "(default: true)",
     )
     recipes: (
-        list[Literal["default", "hard_labels", "low_temperature", "features", "high_lr"]] | None
+        list[Literal["default", "hard_labels", "low_temperature", "features", "low_lr"]] | None
     ) = Field(default=None, min_length=1, description="Recipes to try (the preset's when omitted)")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 DEFAULT_CHECKPOINT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -40,9 +40,9 @@ class TrainingConfig:
     # by index (DistilBERT-style students cut from a deeper model). None keeps them all.
     layers: int | list[int] | None = None
     max_text_len: int = 128
-    # AutoMM's default. 5e-5 (Hugging Face's) left a distilled 2-layer student at its
-    # init-only accuracy on QNLI: 0.578 against 0.711 at 1e-4 (bench/results/auto.json's
-    # reference job against bench/results/quality.json's seed 0, same rows and epochs).
+    # AutoMM's default, for training on labels. 5e-5 (Hugging Face's) left a distilled 2-layer
+    # student at its init-only accuracy on QNLI: 0.578 against 0.711 at 1e-4. A distill job
+    # that learns from the teacher's outputs defaults to DISTILL_LEARNING_RATE instead.
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -273,13 +273,22 @@ DISTILLER_KEYS: tuple[str, ...] = tuple(k for k in KNOWN_KEYS if k.startswith("d
 # Recombined pairs per labelled row a distill job makes unless told. Measured on one seed only
 # (bench/quality.py's arms all use it): 4 copies lifted a 2-layer QNLI student 3 points.
 AUTO_PAIR_COPIES = 2
+# A distill job's learning rate unless told, where the teacher's outputs count. bench/quality.py's
+# grid {1e-4, 3e-4}, chosen on tuning rows, took 3e-4 for every distilled arm of the 1+4 cut of
+# MiniLM-L6 (6-9 points better on the tuning rows, labels only) and 1e-4 for the labels-only
+# controls in 9 runs of 10: soft targets are a smoother, less noisy signal than 800 hard labels
+# and take a larger step without overfitting.
+DISTILL_LEARNING_RATE = 3e-4
 
 
-def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> TrainingConfig:
+def parse_hyperparameters(
+    hyperparameters: Mapping[str, Any] | None, *, distill: bool = False
+) -> TrainingConfig:
     """Validate dotted keys and return the config; raise `HyperparameterError` on the first bad key.
 
     Two spellings of one setting (`optim.lr` and `optimization.learning_rate`) may not both be
-    given: which one wins would be a guess.
+    given: which one wins would be a guess. `distill` (a distill job's keys) picks that job
+    kind's defaults where they differ: the learning rate, when the teacher's outputs count.
     """
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
@@ -304,6 +313,8 @@ def parse_hyperparameters(hyperparameters: Mapping[str, Any] | None) -> Training
         batch_size = values.get("batch_size", TrainingConfig.batch_size)
         values["per_device_batch_size"] = min(TrainingConfig.per_device_batch_size, batch_size)
     config = TrainingConfig(**values)
+    if distill and "learning_rate" not in values and config.soft_label_weight > 0:
+        config = replace(config, learning_rate=DISTILL_LEARNING_RATE)
     if config.teacher_mode == "cached" and config.needs_online_teacher:
         raise HyperparameterError(
             "distiller.teacher_mode",

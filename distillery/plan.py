@@ -167,7 +167,7 @@ def plan_job(
     ValueError for a checkpoint that cannot be used."""
     if kind not in JOB_KINDS:
         raise PlanError("kind", "Unknown job kind", f"kind must be one of {', '.join(JOB_KINDS)}")
-    config = parse_hyperparameters(hyperparameters)
+    config = parse_hyperparameters(hyperparameters, distill=kind == "distill")
     if kind == "distill":
         if teacher is None:
             raise PlanError(

@@ -144,7 +144,7 @@ def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> Non
     impossible budget is a size, not a speed-up: a timing on a busy machine once made a 1-layer
     cut 74x its 2-layer teacher.)"""
     rows = qnli_like_frame(16)
-    config = parse_hyperparameters({})
+    config = parse_hyperparameters({}, distill=True)  # as the search's plan parses its keys
     candidates = teacher_cuts(2)
     impossible = resolve_search(None, max_size_mb=0.01, int8=False)
     teacher_latency, probes = probe_candidates(
@@ -174,10 +174,11 @@ def test_probe_prunes_what_cannot_meet_the_budget(tiny_teacher_dir: Path) -> Non
     chosen = choose_candidates(probes, 2)
     assert [p.candidate.name for p in chosen] == ["teacher-spread-1"]
     trials = plan_trials(chosen, easy, {"optimization.max_epochs": 1}, config)
-    assert [t.recipe for t in trials] == ["no_distill", "default", "hard_labels", "high_lr"]
+    assert [t.recipe for t in trials] == ["no_distill", "default", "hard_labels", "low_lr"]
     assert trials[0].hyperparameters["model.hf_text.layers"] == [0]
     assert trials[0].hyperparameters["optimization.max_epochs"] == 1
-    assert trials[3].hyperparameters["optimization.learning_rate"] == pytest.approx(3e-4)
+    # The distill default (3e-4) down to the grid's other point.
+    assert trials[3].hyperparameters["optimization.learning_rate"] == pytest.approx(1e-4)
     assert trials[0].hyperparameters["distiller.soft_label_weight"] == 0.0
     assert len(plan_trials(chosen, resolve_search(None, max_trials=1), {}, config)) == 2
     # The labels-only control gets a distilled trial's steps: 800 labels against 9,863 rows.

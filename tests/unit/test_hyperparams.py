@@ -1,6 +1,7 @@
 import pytest
 
 from distillery.hyperparams import (
+    DISTILL_LEARNING_RATE,
     KNOWN_KEYS,
     HyperparameterError,
     config_to_hyperparameters,
@@ -25,6 +26,18 @@ def test_defaults_and_automm_keys() -> None:
     assert config.gradient_accumulation_steps == 4
     assert config.temperature == 2.0
     assert parse_hyperparameters(None).soft_label_loss_type == "kl"
+
+
+def test_learning_rate_default_depends_on_what_the_job_learns_from() -> None:
+    """Labels alone take AutoMM's 1e-4; a distill job learning from the teacher's outputs takes
+    the rate bench/quality.py chose for it, unless a rate is given in either spelling."""
+    assert parse_hyperparameters({}).learning_rate == 1e-4
+    assert parse_hyperparameters({}, distill=True).learning_rate == DISTILL_LEARNING_RATE == 3e-4
+    labels_only = {"distiller.soft_label_weight": 0.0, "distiller.hard_label_weight": 1.0}
+    assert parse_hyperparameters(labels_only, distill=True).learning_rate == 1e-4
+    assert parse_hyperparameters({"optim.lr": 2e-5}, distill=True).learning_rate == 2e-5
+    given = {"optimization.learning_rate": 1e-4}
+    assert parse_hyperparameters(given, distill=True).learning_rate == 1e-4
 
 
 def test_unknown_key_lists_known_keys_and_suggests() -> None:

@@ -41,6 +41,14 @@ def test_the_plan_round_trips_through_json_as_it_was() -> None:
     assert made.labels == ["no", "yes"]
 
 
+def test_each_job_kind_gets_its_own_default_learning_rate() -> None:
+    """The plan stores the resolved rate, so the worker trains at what the plan shows."""
+    assert plan().config.learning_rate == 3e-4
+    assert plan(kind="finetune").config.learning_rate == 1e-4
+    stored = JobPlan.from_json(plan().to_json())
+    assert stored.config.learning_rate == 3e-4
+
+
 def test_teacher_rows_join_when_asked_and_known() -> None:
     asked = plan(hyperparameters={"distiller.transfer_from_teacher_data": True})
     assert asked.teacher_training_rows == "ds_teacher"
