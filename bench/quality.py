@@ -29,8 +29,9 @@ once and skipped when the run starts again with the same setup (fingerprinted pe
 pair leaves the others' results alone, and a pair not run keeps its earlier results, marked
 stale); the teacher and its outputs are kept in --work-dir. With the longer distilled schedule
 the MiniLM 1+4 pair took about 105 minutes for seed 0 on 2 cores, much of it shared with a test
-suite, and about 80 for seed 1, 47 of them beside a demo run; the teacher took 13-20 minutes
-beside other work (about 5 alone). The MPNet teacher alone is slow there: its fine-tuning ran
+suite, about 80 for seed 1, 47 of them beside a demo run, and about an hour for seed 2
+alone; the teacher took 13-20 minutes beside other work (5.5 alone). --speed-only times the
+models of the first seed given (a seed this machine trained: the models stay in --work-dir). The MPNet teacher alone is slow there: its fine-tuning ran
 at about 50 steps (batch 32) in 40 minutes beside other work, so that pair wants a bigger
 machine or a GPU.
 
@@ -123,7 +124,10 @@ SETUP: dict[str, Any] = {
     "pair_copies": AUTO_PAIR_COPIES,
 }
 SPEED_ROWS = 512
-SPEED_ROUNDS = 5
+# Two back-to-back runs of 5 rounds on one 2-vCPU machine gave the 2-layer student 3.04x and
+# 2.64x: shared machines drift by 20 % within a minute. More rounds steady the medians, and
+# each round's own ratio (the models run one after another in it) shows the spread.
+SPEED_ROUNDS = 15
 
 
 @dataclass(frozen=True)
@@ -438,10 +442,19 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
             seconds[name].append(time.perf_counter() - started)
     rows_per_second = {name: len(rows) / statistics.median(s) for name, s in seconds.items()}
     teacher = rows_per_second["teacher_float"]
+    round_speedups = {
+        name: [t / s for t, s in zip(seconds["teacher_float"], times, strict=True)]
+        for name, times in seconds.items()
+    }
     return {
         "rows_per_second": {name: round(value, 1) for name, value in rows_per_second.items()},
         "speedup_over_teacher_float": {
             name: round(value / teacher, 2) for name, value in rows_per_second.items()
+        },
+        "rounds": SPEED_ROUNDS,
+        "round_speedup_range": {
+            name: [round(min(ratios), 2), round(max(ratios), 2)]
+            for name, ratios in round_speedups.items()
         },
         "parameters": {
             "teacher": count_parameters(models["teacher_float"].model),
