@@ -275,9 +275,9 @@ DISTILLER_KEYS: tuple[str, ...] = tuple(k for k in KNOWN_KEYS if k.startswith("d
 AUTO_PAIR_COPIES = 2
 # A distill job's learning rate unless told, where the teacher's outputs count. bench/quality.py's
 # grid {1e-4, 3e-4}, chosen on tuning rows, took 3e-4 for every distilled arm of the 1+4 cut of
-# MiniLM-L6 (6-9 points better on the tuning rows, labels only) and 1e-4 for the labels-only
-# controls in 9 runs of 10: soft targets are a smoother, less noisy signal than 800 hard labels
-# and take a larger step without overfitting.
+# MiniLM-L6 on 3 seeds (4-9 points better on the tuning rows, labels only) and 1e-4 for the
+# labels-only controls in 11 runs of 12. A likely reason, not measured: soft targets are a
+# smoother signal than 800 hard labels, so a larger step does not overfit them.
 DISTILL_LEARNING_RATE = 3e-4
 
 
