@@ -31,9 +31,9 @@ stale); the teacher and its outputs are kept in --work-dir. With the longer dist
 the MiniLM 1+4 pair took about 105 minutes for seed 0 on 2 cores, much of it shared with a test
 suite, about 80 for seed 1, 47 of them beside a demo run, and about an hour for seed 2
 alone; the teacher took 13-20 minutes beside other work (5.5 alone). --speed-only times the
-models of the first seed given (a seed this machine trained: the models stay in --work-dir). The MPNet teacher alone is slow there: its fine-tuning ran
-at about 50 steps (batch 32) in 40 minutes beside other work, so that pair wants a bigger
-machine or a GPU.
+models of the first seed given (a seed this machine trained: the models stay in --work-dir).
+The MPNet teacher alone is slow there: its fine-tuning ran at about 50 steps (batch 32) in 40
+minutes beside other work, so that pair wants a bigger machine or a GPU.
 
     python bench/quality.py [--seeds 0 1 2] [--pairs NAME ...] [--work-dir DIR] [--fresh]
     python bench/quality.py --speed-only    # measure speed again, nothing else
