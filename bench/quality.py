@@ -37,6 +37,7 @@ minutes beside other work, so that pair wants a bigger machine or a GPU.
 
     python bench/quality.py [--seeds 0 1 2] [--pairs NAME ...] [--work-dir DIR] [--fresh]
     python bench/quality.py --speed-only    # measure speed again, nothing else
+    python bench/quality.py --speed-probe --pairs NAME   # speed before training: starting weights
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ from bench.common import (
     unlabeled_rows,
     write_results,
 )
-from distillery.backbones import count_parameters
-from distillery.bundle import size_on_disk
+from distillery.backbones import count_parameters, load_classifier
+from distillery.bundle import BundleMetadata, save_bundle, size_on_disk
 from distillery.hyperparams import AUTO_PAIR_COPIES, parse_hyperparameters
 from distillery.metrics import classification_metrics
 from distillery.predictor import Predictor, label_ids
@@ -128,6 +129,7 @@ SPEED_ROWS = 512
 # 2.64x: shared machines drift by 20 % within a minute. More rounds steady the medians, and
 # each round's own ratio (the models run one after another in it) shows the spread.
 SPEED_ROUNDS = 15
+PROBE_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--speed-only", action="store_true", help="(re)measure speed, nothing else")
+    parser.add_argument(
+        "--speed-probe",
+        action="store_true",
+        help="speed from the starting weights only: no training (pairs not trained yet)",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache/distillery-bench")
     parser.add_argument("--fresh", action="store_true", help="ignore results already written")
     args = parser.parse_args()
@@ -237,6 +244,10 @@ def main() -> None:
         entry["fingerprint"] = fingerprints[name]
         entry["epochs"] = EPOCHS
         pair_work = work / f"{name}-{fingerprints[name]}"
+        if args.speed_probe:
+            entry["speed_probe"] = probe_speed(pair, work / "speed-probe", splits["test"])
+            publish()
+            continue
         teacher_folder = ensure_teacher(pair, splits, teacher_home(work, pair))
         if args.speed_only:
             entry.pop("speed", None)
@@ -421,7 +432,9 @@ def mcnemar_p(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
     return min(1.0, 2 * tail / 2**discordant)
 
 
-def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFrame) -> dict:
+def measure_speed(
+    teacher_folder: Path, student_folder: Path, frame: pd.DataFrame, rounds: int = SPEED_ROUNDS
+) -> dict:
     """Rows per second of whole predict calls (batch 32), float and int8, in one run: rounds
     alternate between the models so a busy moment of the machine hits them all alike."""
     rows = frame.head(SPEED_ROWS)
@@ -435,7 +448,7 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
     seconds: dict[str, list[float]] = {name: [] for name in models}
     for predictor in models.values():
         predictor.predict_proba(rows.head(64))  # warm-up
-    for _ in range(SPEED_ROUNDS):
+    for _ in range(rounds):
         for name, predictor in models.items():
             started = time.perf_counter()
             predictor.predict_proba(rows)
@@ -451,7 +464,7 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
         "speedup_over_teacher_float": {
             name: round(value / teacher, 2) for name, value in rows_per_second.items()
         },
-        "rounds": SPEED_ROUNDS,
+        "rounds": rounds,
         "round_speedup_range": {
             name: [round(min(ratios), 2), round(max(ratios), 2)]
             for name, ratios in round_speedups.items()
@@ -467,6 +480,27 @@ def measure_speed(teacher_folder: Path, student_folder: Path, frame: pd.DataFram
         "threads": torch.get_num_threads(),
         "cpu": cpu_description(),
     }
+
+
+def probe_speed(pair: Pair, work: Path, frame: pd.DataFrame) -> dict:
+    """measure_speed on the pair's architectures with their starting weights, untrained heads
+    and all: a forward pass costs the same whatever the weights, so a pair's speed-up is known
+    before hours of training are spent on it (the MPNet pairs on 2 cores)."""
+    teacher = starting_bundle(pair.teacher_checkpoint, None, work / pair.teacher_checkpoint)
+    cut = "-".join(map(str, pair.layers)) if pair.layers else "all"
+    student = starting_bundle(
+        pair.student_checkpoint, pair.layers, work / f"{pair.student_checkpoint}-layers-{cut}"
+    )
+    # Fewer rounds: a 12-layer teacher takes about a minute a round on 2 cores.
+    return measure_speed(teacher, student, frame, rounds=PROBE_ROUNDS)
+
+
+def starting_bundle(checkpoint: str, layers: list[int] | None, folder: Path) -> Path:
+    if not (folder / "distillery.json").is_file():
+        backbone = load_classifier(backbone_path(checkpoint), num_labels=len(LABELS), layers=layers)
+        metadata = BundleMetadata("binary", LABELS, TEXT_COLUMNS)
+        save_bundle(backbone.model, backbone.tokenizer, metadata, folder)
+    return folder
 
 
 def aggregate(entry: dict[str, Any]) -> dict[str, Any]:
