@@ -15,7 +15,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distillery.backbones import resolve_checkpoint  # noqa: E402
+from distillery.backbones import Backbone, resolve_checkpoint  # noqa: E402
 from distillery.bundle import BundleMetadata, save_bundle  # noqa: E402
 from distillery.metrics import classification_metrics  # noqa: E402
 from distillery.predictor import Predictor, label_ids  # noqa: E402
@@ -77,8 +77,13 @@ def backbone_path(name: str) -> Path:
 
 
 def save_result(result: TrainingResult, folder: Path) -> Path:
+    return save_backbone(result.backbone, folder)
+
+
+def save_backbone(backbone: Backbone, folder: Path) -> Path:
+    """A QNLI bundle of a model and its tokenizer, trained or not."""
     metadata = BundleMetadata("binary", LABELS, TEXT_COLUMNS)
-    return save_bundle(result.backbone.model, result.backbone.tokenizer, metadata, folder)
+    return save_bundle(backbone.model, backbone.tokenizer, metadata, folder)
 
 
 def score(predictor: Predictor, frame: pd.DataFrame) -> dict[str, float]:

@@ -49,7 +49,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,12 +70,13 @@ from bench.common import (
     backbone_path,
     cpu_description,
     qnli_splits,
+    save_backbone,
     save_result,
     unlabeled_rows,
     write_results,
 )
 from distillery.backbones import count_parameters, load_classifier
-from distillery.bundle import BundleMetadata, save_bundle, size_on_disk
+from distillery.bundle import size_on_disk
 from distillery.hyperparams import AUTO_PAIR_COPIES, parse_hyperparameters
 from distillery.metrics import classification_metrics
 from distillery.predictor import Predictor, label_ids
@@ -450,11 +450,21 @@ def measure_speed(
         predictor.predict_proba(rows.head(64))  # warm-up
     for _ in range(rounds):
         for name, predictor in models.items():
-            started = time.perf_counter()
-            predictor.predict_proba(rows)
-            seconds[name].append(time.perf_counter() - started)
+            with Stopwatch() as watch:
+                predictor.predict_proba(rows)
+            seconds[name].append(watch.seconds)
     rows_per_second = {name: len(rows) / statistics.median(s) for name, s in seconds.items()}
     teacher = rows_per_second["teacher_float"]
+    # Tokenizing's share of a float model's whole call: what no smaller model can speed up.
+    # A median, like the calls': one tokenizing of these rows took 60 ms, another 330.
+    encode_share = {}
+    for name in ("teacher_float", "student_float"):
+        encode_seconds = []
+        for _ in range(5):
+            with Stopwatch() as watch:
+                models[name].encode(rows)
+            encode_seconds.append(watch.seconds)
+        encode_share[name] = statistics.median(encode_seconds) / statistics.median(seconds[name])
     round_speedups = {
         name: [t / s for t, s in zip(seconds["teacher_float"], times, strict=True)]
         for name, times in seconds.items()
@@ -464,6 +474,7 @@ def measure_speed(
         "speedup_over_teacher_float": {
             name: round(value / teacher, 2) for name, value in rows_per_second.items()
         },
+        "encode_share": {name: round(share, 3) for name, share in encode_share.items()},
         "rounds": rounds,
         "round_speedup_range": {
             name: [round(min(ratios), 2), round(max(ratios), 2)]
@@ -498,8 +509,7 @@ def probe_speed(pair: Pair, work: Path, frame: pd.DataFrame) -> dict:
 def starting_bundle(checkpoint: str, layers: list[int] | None, folder: Path) -> Path:
     if not (folder / "distillery.json").is_file():
         backbone = load_classifier(backbone_path(checkpoint), num_labels=len(LABELS), layers=layers)
-        metadata = BundleMetadata("binary", LABELS, TEXT_COLUMNS)
-        save_bundle(backbone.model, backbone.tokenizer, metadata, folder)
+        save_backbone(backbone, folder)
     return folder
 
 

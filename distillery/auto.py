@@ -91,8 +91,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # Its second recipe is the learning rate, the one knob bench/quality.py's hand tuning turns
     # (1e-4 and 3e-4; its tuning rows chose 3e-4 for every distilled arm of the 1+4 cut, and
-    # 1e-4 for about half the distilled 2-layer arms): a hard-label weight was never measured
-    # to matter.
+    # 1e-4 for 4 of the 6 distilled arms of the 0+5 cut): a hard-label weight was never
+    # measured to matter.
     "fast_inference": Preset(
         "a student at least 3x faster than the teacher, few trials",
         default_min_speedup=3.0,
