@@ -10,6 +10,11 @@ A folder is published by uploading its files and then `.manifest.json` (each fil
 SHA-256): a reader that finds no manifest sees no folder, and a download is checked against the
 manifest before it is used, so a torn upload is never served.
 
+A mirrored working folder (a job's checkpoints) is uploaded again and again, and a worker can die
+during any upload. So each sync writes its files under a fresh generation prefix and only then
+swaps the manifest to name it (one PUT, atomic); the previous generation is deleted after the
+swap. A sync cut short leaves the last complete checkpoint in place for the next attempt.
+
 Credentials and region come the standard AWS ways (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE, an instance role, AWS_DEFAULT_REGION); `DISTILLERY_S3_ENDPOINT_URL` points at a
 non-AWS server.
@@ -24,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -139,14 +145,35 @@ class S3ArtifactStore:
         manifest_name = self.object_name(f"{key}/{MANIFEST}")
         # The manifest goes first and comes back last: in between, readers see no folder.
         self.client.delete_object(Bucket=self.bucket, Key=manifest_name)
+        self._upload_files(folder, manifest, key)
+        self._put_manifest(key, manifest)
+        return manifest
+
+    def _upload_files(self, folder: Path, manifest: dict[str, Any], prefix: str) -> None:
         for relative in manifest["files"]:
             self.client.upload_file(
-                str(folder / relative), self.bucket, self.object_name(f"{key}/{relative}")
+                str(folder / relative), self.bucket, self.object_name(f"{prefix}/{relative}")
             )
+
+    def _put_manifest(self, key: str, manifest: dict[str, Any]) -> None:
         self.client.put_object(
-            Bucket=self.bucket, Key=manifest_name, Body=json.dumps(manifest).encode()
+            Bucket=self.bucket,
+            Key=self.object_name(f"{key}/{MANIFEST}"),
+            Body=json.dumps(manifest).encode(),
         )
-        return manifest
+
+    def _object_names_under(self, key: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.object_name(key)}/"
+        )
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def _delete_objects(self, names: list[str]) -> None:
+        for start in range(0, len(names), 1000):
+            self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": name} for name in names[start : start + 1000]]},
+            )
 
     def _download_folder(self, key: str, destination: Path) -> None:
         """Download the folder at `key` into `destination` (which must not exist), verified."""
@@ -159,15 +186,25 @@ class S3ArtifactStore:
                 raise ArtifactNotFound(f"no complete folder at {self.location}/{key}") from error
             raise
         manifest = json.loads(response["Body"].read())
+        # A mirrored folder's files sit under the generation its manifest names.
+        files_at = f"{key}/{manifest['generation']}" if "generation" in manifest else key
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
         try:
             for relative, expected in manifest["files"].items():
                 target = staging / _check_key(relative)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.client.download_file(
-                    self.bucket, self.object_name(f"{key}/{relative}"), str(target)
-                )
+                try:
+                    self.client.download_file(
+                        self.bucket, self.object_name(f"{files_at}/{relative}"), str(target)
+                    )
+                except ClientError as error:
+                    if not _missing(error):
+                        raise
+                    # Deleted under us: a newer generation replaced the one we read.
+                    raise ArtifactCorrupt(
+                        f"{self.location}/{files_at}/{relative} is gone"
+                    ) from error
                 if (
                     target.stat().st_size != expected["size"]
                     or _sha256(target) != expected["sha256"]
@@ -205,7 +242,19 @@ class S3ArtifactStore:
         return self.work_root / _check_key(key)
 
     def sync_folder(self, key: str, folder: Path) -> None:
-        self._upload_folder(key, folder)
+        manifest = {**folder_manifest(folder), "generation": f"g-{uuid.uuid4().hex[:16]}"}
+        generation = f"{key}/{manifest['generation']}"
+        self._upload_files(folder, manifest, generation)
+        self._put_manifest(key, manifest)
+        # Older generations, and any sync cut short, go only once the manifest names the new one.
+        manifest_name = self.object_name(f"{key}/{MANIFEST}")
+        current = self.object_name(generation) + "/"
+        stale = [
+            name
+            for name in self._object_names_under(key)
+            if name != manifest_name and not name.startswith(current)
+        ]
+        self._delete_objects(stale)
 
     def pull_folder(self, key: str, folder: Path) -> bool:
         incoming = folder.with_name(f".{folder.name}.incoming")
@@ -246,20 +295,10 @@ class S3ArtifactStore:
         return True
 
     def delete(self, key: str) -> None:
-        name = self.object_name(key)
-        doomed = [name]
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{name}/"
-        )
-        for page in pages:
-            doomed.extend(item["Key"] for item in page.get("Contents", []))
+        doomed = [self.object_name(key), *self._object_names_under(key)]
         # The manifest first, so a reader never sees a folder with files missing.
         doomed.sort(key=lambda object_name: not object_name.endswith(MANIFEST))
-        for start in range(0, len(doomed), 1000):
-            self.client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in doomed[start : start + 1000]]},
-            )
+        self._delete_objects(doomed)
         cached = self.cache_path(key)
         if cached.is_dir():
             shutil.rmtree(cached, ignore_errors=True)

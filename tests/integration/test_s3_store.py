@@ -163,6 +163,9 @@ def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     first.sync_folder(key, working)
     make_folder(working, {"state.pt": b"step 2", "model.safetensors": b"w2"})
     first.sync_folder(key, working)
+    # One generation of files in the bucket: the first sync's were removed by the second.
+    names = [n for n in object_names(s3_endpoint, bucket) if not n.endswith(MANIFEST)]
+    assert len(names) == 2 and len({n.rsplit("/", 1)[0] for n in names}) == 1
 
     resumed = second.working_folder(key)
     assert not second.pull_folder("checkpoints/job_9", resumed)
@@ -170,10 +173,52 @@ def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     assert (resumed / "state.pt").read_bytes() == b"step 2"
     assert not (resumed / MANIFEST).exists()
 
-    # A worker lost halfway through uploading: the next attempt starts over.
-    s3_client(s3_endpoint).put_object(Bucket=bucket, Key=f"deploy-a/{key}/state.pt", Body=b"step 3")
+    # A file changed under its manifest: the next attempt starts over rather than resume from it.
+    s3_client(s3_endpoint).put_object(Bucket=bucket, Key=names[-1], Body=b"step 3")
     third = store_on(tmp_path / "host-c", s3_endpoint, bucket)
     assert not third.pull_folder(key, third.working_folder(key))
+
+
+class FailsOnUpload:
+    """An S3 client whose worker dies after `uploads` file uploads."""
+
+    def __init__(self, client: object, uploads: int) -> None:
+        self.client, self.uploads = client, uploads
+
+    def upload_file(self, *args: object) -> None:
+        if self.uploads == 0:
+            raise ConnectionError("worker lost mid-upload")
+        self.uploads -= 1
+        self.client.upload_file(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+
+def test_a_checkpoint_sync_cut_short_leaves_the_last_complete_one_to_resume_from(
+    tmp_path: Path, s3_endpoint: str, bucket: str
+) -> None:
+    first = store_on(tmp_path / "host-a", s3_endpoint, bucket)
+    key = "checkpoints/job_2"
+    working = first.working_folder(key)
+    make_folder(working, {"state.pt": b"step 1", "model.safetensors": b"w1"})
+    first.sync_folder(key, working)
+
+    make_folder(working, {"state.pt": b"step 2", "model.safetensors": b"w2"})
+    first.client = FailsOnUpload(first.client, uploads=1)
+    with pytest.raises(ConnectionError):
+        first.sync_folder(key, working)
+
+    second = store_on(tmp_path / "host-b", s3_endpoint, bucket)
+    resumed = second.working_folder(key)
+    assert second.pull_folder(key, resumed)
+    assert (resumed / "state.pt").read_bytes() == b"step 1"
+    assert (resumed / "model.safetensors").read_bytes() == b"w1"
+
+    # The next sync that completes clears the half-written generation away.
+    second.sync_folder(key, resumed)
+    names = [n for n in object_names(s3_endpoint, bucket) if not n.endswith(MANIFEST)]
+    assert len(names) == 2 and len({n.rsplit("/", 1)[0] for n in names}) == 1
 
 
 def test_files_and_delete_keep_to_their_key(tmp_path: Path, s3_endpoint: str, bucket: str) -> None:
