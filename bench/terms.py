@@ -61,6 +61,15 @@ from distillery.training import train
 
 LEARNING_RATE = 1e-4
 PAIR = "L6-to-2-layers"
+# bench/quality.py's labels-only `distilled` arm when probed: its epochs then (6), and the rate
+# its grid chose on every seed
+LABELS_ONLY_EPOCHS = 6
+LABELS_ONLY_ARM = {
+    "optimization.max_epochs": LABELS_ONLY_EPOCHS,
+    "optimization.learning_rate": 3e-4,
+}
+# That arm on seed 0 at 3e-4 (bench/results/quality.json), the labels-only variants' yardstick.
+LABELS_ONLY_BASELINE = {"seed": 0, "tuning_accuracy": 0.74, "test_accuracy": 0.699}
 
 
 def hidden_state_terms(layer_map: list[int]) -> dict[str, Any]:
@@ -92,6 +101,19 @@ VARIANTS: dict[str, tuple[list[int], dict[str, Any]]] = {
     # outputs are the teacher's hidden states 2 and 5; and a softer-label schedule.
     "cut-1-4+hidden": ([1, 4], hidden_state_terms([2, 5])),
     "cut-1-4+T2": ([1, 4], {"distiller.temperature": 2.0}),
+    # Labels only (no transfer set: the 800 rows and what is made from them), where
+    # bench/quality.py's `distilled` arm keeps 0.889 of the teacher against a 0.90 target. Its
+    # seed-0 run at the rate its grid chose (3e-4, 6 epochs, 2 pairs per row) is the baseline:
+    # tuning 0.74, test 0.699. The two levers left untried: more recombined pairs per row (more
+    # teacher-labelled rows) and a longer schedule over the same rows.
+    "labels-1-4-pairs-6": (
+        [1, 4],
+        {**LABELS_ONLY_ARM, "distiller.augmentation_pair_copies": 6},
+    ),
+    "labels-1-4x2epochs": (
+        [1, 4],
+        {**LABELS_ONLY_ARM, "optimization.max_epochs": 2 * LABELS_ONLY_EPOCHS},
+    ),
 }
 
 
@@ -135,10 +157,11 @@ def main() -> None:
             **DISTILLER,
             **keys,  # last: a variant may change any of the above
         }
+        labels_only = name.startswith("labels-")
         with Stopwatch() as watch:
             result = train(
                 parse_hyperparameters(hyperparameters),
-                student_data(splits, transfer_rows),
+                student_data(splits, None if labels_only else transfer_rows),
                 teacher_folder,
                 teacher=teacher,
                 teacher_cache=cache,
@@ -149,6 +172,7 @@ def main() -> None:
         rows[key] = {
             "layers": layers,
             "keys": keys,
+            "transfer_set": not labels_only,
             "seed": args.seed,
             "tuning_accuracy": result.tuning_metrics["accuracy"],
             "test_accuracy": test_accuracy,
@@ -161,7 +185,8 @@ def main() -> None:
 
 
 def publish(rows: dict[str, Any], reruns: dict[str, dict[str, Any]], teacher_test: float) -> None:
-    best = max(rows, key=lambda name: rows[name]["tuning_accuracy"])
+    transfer = {name: row for name, row in rows.items() if row.get("transfer_set", True)}
+    best = max(transfer, key=lambda name: transfer[name]["tuning_accuracy"])
     baseline = rows.get("cut-0-5")
     seeds = {"0": rows[best], **reruns.get(best, {})}
     summary = {
@@ -178,6 +203,7 @@ def publish(rows: dict[str, Any], reruns: dict[str, dict[str, Any]], teacher_tes
         "best_teacher_fraction_mean": (
             sum(row["teacher_fraction"] for row in seeds.values()) / len(seeds)
         ),
+        "labels_only": labels_only_summary(rows, reruns),
     }
     print("summary:", json.dumps(summary), flush=True)
     write_results(
@@ -189,6 +215,28 @@ def publish(rows: dict[str, Any], reruns: dict[str, dict[str, Any]], teacher_tes
             "summary": summary,
         },
     )
+
+
+def labels_only_summary(
+    rows: dict[str, Any], reruns: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The labels-only variants against the quality bench's own arm (seed 0, at 3e-4)."""
+    probed = {name: row for name, row in rows.items() if not row.get("transfer_set", True)}
+    if not probed:
+        return None
+    best = max(probed, key=lambda name: probed[name]["tuning_accuracy"])
+    seeds = {"0": probed[best], **reruns.get(best, {})}
+    return {
+        "baseline": LABELS_ONLY_BASELINE,
+        "best_on_tuning": best,
+        "beats_baseline_on_tuning": (
+            probed[best]["tuning_accuracy"] > LABELS_ONLY_BASELINE["tuning_accuracy"]
+        ),
+        "best_test_accuracy_by_seed": [seeds[s]["test_accuracy"] for s in sorted(seeds)],
+        "best_teacher_fraction_mean": (
+            sum(row["teacher_fraction"] for row in seeds.values()) / len(seeds)
+        ),
+    }
 
 
 if __name__ == "__main__":
