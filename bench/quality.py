@@ -280,14 +280,9 @@ def main() -> None:
                     settle_kept_arms(earlier, args.rerun_arms)
                 continue
             row = run_seed(
-                pair,
-                seed,
-                splits,
-                teacher,
-                teacher_folder,
-                transfer_rows,
-                cache,
-                pair_work,
+                SeedRun(
+                    pair, seed, splits, teacher, teacher_folder, transfer_rows, cache, pair_work
+                ),
                 earlier=earlier if args.rerun_arms else None,
                 arms=args.rerun_arms or ARMS,
             )
@@ -361,35 +356,26 @@ def ensure_teacher(pair: Pair, splits: dict[str, pd.DataFrame], folder: Path) ->
     return folder
 
 
+@dataclass(frozen=True)
+class SeedRun:
+    """What every arm of one (pair, seed) trains with, and the folder its bundles go to."""
+
+    pair: Pair
+    seed: int
+    splits: dict[str, pd.DataFrame]
+    teacher: Predictor
+    teacher_folder: Path
+    transfer_rows: pd.DataFrame
+    cache: TeacherCache
+    folder: Path
+
+
 def run_seed(
-    pair: Pair,
-    seed: int,
-    splits: dict[str, pd.DataFrame],
-    teacher: Predictor,
-    teacher_folder: Path,
-    transfer_rows: pd.DataFrame,
-    cache: TeacherCache,
-    folder: Path,
-    earlier: dict[str, Any] | None = None,
-    arms: Sequence[str] = ARMS,
+    context: SeedRun, earlier: dict[str, Any] | None = None, arms: Sequence[str] = ARMS
 ) -> dict[str, Any]:
     """Every arm in `arms` over the learning-rate grid, the tuning rows picking each arm's run;
     the other arms are kept from `earlier` (a rerun of the arms a setup change touched)."""
-
-    def run(arm: str, learning_rates: Sequence[float]) -> tuple[dict[str, Any], np.ndarray]:
-        return run_arm(
-            pair,
-            arm,
-            seed,
-            learning_rates,
-            splits,
-            teacher,
-            teacher_folder,
-            transfer_rows,
-            cache,
-            folder,
-        )
-
+    pair, seed = context.pair, context.seed
     row: dict[str, Any] = {}
     correct: dict[str, np.ndarray] = {}
     for arm in ARMS:
@@ -400,13 +386,13 @@ def run_seed(
                 correct["no_distill"],
             )
         elif arm in arms or earlier is None:
-            row[arm], correct[arm] = run(arm, LEARNING_RATES)
+            row[arm], correct[arm] = run_arm(context, arm, LEARNING_RATES)
         else:
             row[arm] = earlier[arm]
             if arm == "init_only":
                 # Its rows right and wrong, for the paired test: the kept run again, at its
                 # chosen rate (training is deterministic); a different score means it is not.
-                _, correct[arm] = run(arm, [row[arm]["learning_rate"]])
+                _, correct[arm] = run_arm(context, arm, [row[arm]["learning_rate"]])
                 if not math.isclose(correct[arm].mean(), row[arm]["test_accuracy"]):
                     raise RuntimeError(f"seed {seed}: init_only did not reproduce its result")
     for arm in ("distilled", "distilled_transfer"):
@@ -445,19 +431,11 @@ def settle_kept_arms(row: dict[str, Any], rerun_arms: Sequence[str]) -> None:
 
 
 def run_arm(
-    pair: Pair,
-    arm: str,
-    seed: int,
-    learning_rates: Sequence[float],
-    splits: dict[str, pd.DataFrame],
-    teacher: Predictor,
-    teacher_folder: Path,
-    transfer_rows: pd.DataFrame,
-    cache: TeacherCache,
-    folder: Path,
+    context: SeedRun, arm: str, learning_rates: Sequence[float]
 ) -> tuple[dict[str, Any], np.ndarray]:
     """One arm of one seed over `learning_rates`: the run the tuning rows pick, scored once on
     the test rows; and which test rows it got right."""
+    pair, teacher_folder = context.pair, context.teacher_folder
     pretrained = backbone_path(pair.student_checkpoint)
     start_from = teacher_folder if pair.from_teacher else pretrained
     distill = arm.startswith("distilled")
@@ -469,23 +447,26 @@ def run_arm(
             "optimization.learning_rate": learning_rate,
             "optimization.max_epochs": EPOCHS[arm],
             "env.batch_size": 32,
-            "env.seed": seed,
+            "env.seed": context.seed,
             **({**DISTILLER, **pair.distiller} if distill else {}),
         }
-        data = student_data(splits, transfer_rows if arm == "distilled_transfer" else None)
+        data = student_data(
+            context.splits,
+            context.transfer_rows if arm == "distilled_transfer" else None,
+        )
         with Stopwatch() as watch:
             result = train(
                 parse_hyperparameters(hyperparameters),
                 data,
                 pretrained if arm == "no_distill" else start_from,
-                teacher=teacher if distill else None,
-                teacher_cache=cache,
+                teacher=context.teacher if distill else None,
+                teacher_cache=context.cache,
                 teacher_fingerprint=f"bench-{teacher_folder.name}",
             )
         runs.append((result, learning_rate, watch.seconds))
     result, learning_rate, seconds = max(runs, key=lambda run: run[0].tuning_metrics["accuracy"])
-    bundle = save_result(result, folder / f"seed-{seed}-{arm}")
-    test_accuracy, correct = accuracy(Predictor(bundle), splits["test"])
+    bundle = save_result(result, context.folder / f"seed-{context.seed}-{arm}")
+    test_accuracy, correct = accuracy(Predictor(bundle), context.splits["test"])
     return {
         "learning_rate": learning_rate,
         "tuning": result.tuning_metrics,

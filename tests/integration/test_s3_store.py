@@ -96,6 +96,12 @@ def object_names(endpoint: str, bucket: str) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
+def files_per_folder(endpoint: str, bucket: str) -> dict[str, int]:
+    """How many files (manifests aside) each folder of the bucket holds."""
+    folders = [n.rsplit("/", 1)[0] for n in object_names(endpoint, bucket) if MANIFEST not in n]
+    return {folder: folders.count(folder) for folder in folders}
+
+
 def make_folder(folder: Path, files: dict[str, bytes]) -> Path:
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +170,7 @@ def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     make_folder(working, {"state.pt": b"step 2", "model.safetensors": b"w2"})
     first.sync_folder(key, working)
     # One generation of files in the bucket: the first sync's were removed by the second.
-    names = [n for n in object_names(s3_endpoint, bucket) if not n.endswith(MANIFEST)]
-    assert len(names) == 2 and len({n.rsplit("/", 1)[0] for n in names}) == 1
+    assert list(files_per_folder(s3_endpoint, bucket).values()) == [2]
 
     resumed = second.working_folder(key)
     assert not second.pull_folder("checkpoints/job_9", resumed)
@@ -174,7 +179,8 @@ def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     assert not (resumed / MANIFEST).exists()
 
     # A file changed under its manifest: the next attempt starts over rather than resume from it.
-    s3_client(s3_endpoint).put_object(Bucket=bucket, Key=names[-1], Body=b"step 3")
+    (generation,) = files_per_folder(s3_endpoint, bucket)
+    s3_client(s3_endpoint).put_object(Bucket=bucket, Key=f"{generation}/state.pt", Body=b"step 3")
     third = store_on(tmp_path / "host-c", s3_endpoint, bucket)
     assert not third.pull_folder(key, third.working_folder(key))
 
@@ -217,8 +223,7 @@ def test_a_checkpoint_sync_cut_short_leaves_the_last_complete_one_to_resume_from
 
     # The next sync that completes clears the half-written generation away.
     second.sync_folder(key, resumed)
-    names = [n for n in object_names(s3_endpoint, bucket) if not n.endswith(MANIFEST)]
-    assert len(names) == 2 and len({n.rsplit("/", 1)[0] for n in names}) == 1
+    assert list(files_per_folder(s3_endpoint, bucket).values()) == [2]
 
 
 def test_files_and_delete_keep_to_their_key(tmp_path: Path, s3_endpoint: str, bucket: str) -> None:
