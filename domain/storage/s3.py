@@ -187,7 +187,8 @@ class S3ArtifactStore:
             raise
         manifest = json.loads(response["Body"].read())
         # A mirrored folder's files sit under the generation its manifest names.
-        files_at = f"{key}/{manifest['generation']}" if "generation" in manifest else key
+        generation = manifest.get("generation")
+        files_at = f"{key}/{_check_key(generation)}" if generation else key
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
         try:
