@@ -273,11 +273,9 @@ def main() -> None:
             raise SystemExit(f"{name}: --rerun-arms must cover every measured seed")
         for seed in [] if args.speed_only else args.seeds:
             earlier = entry["seeds"].get(str(seed))
-            rerun_done = earlier is not None and earlier.get("fingerprint") == fingerprints[name]
-            if earlier is not None and (not args.rerun_arms or rerun_done):
+            current = earlier is not None and earlier.get("fingerprint") == fingerprints[name]
+            if earlier is not None and (not args.rerun_arms or current):
                 print(f"{name} seed {seed}: already measured, skipped", flush=True)
-                if rerun_done:
-                    settle_kept_arms(earlier, args.rerun_arms)
                 continue
             row = run_seed(
                 SeedRun(
@@ -286,8 +284,6 @@ def main() -> None:
                 earlier=earlier if args.rerun_arms else None,
                 arms=args.rerun_arms or ARMS,
             )
-            if args.rerun_arms:
-                settle_kept_arms(row, args.rerun_arms)
             entry["seeds"][str(seed)] = {**row, "fingerprint": fingerprints[name]}
             entry.update(aggregate(entry))
             publish()
@@ -396,11 +392,17 @@ def run_seed(
                 if not math.isclose(correct[arm].mean(), row[arm]["test_accuracy"]):
                     raise RuntimeError(f"seed {seed}: init_only did not reproduce its result")
     for arm in ("distilled", "distilled_transfer"):
-        if arm in correct and arm in arms:
-            row[arm]["gain_over_init_only_points"] = 100 * (
-                row[arm]["test_accuracy"] - row["init_only"]["test_accuracy"]
-            )
+        row[arm]["gain_over_init_only_points"] = 100 * (
+            row[arm]["test_accuracy"] - row["init_only"]["test_accuracy"]
+        )
+        if arm in correct:
             row[arm]["mcnemar_p_vs_init_only"] = mcnemar_p(correct[arm], correct["init_only"])
+        elif "init_only" in arms and "mcnemar_p_vs_init_only" in row[arm]:
+            # A kept arm's paired test was made against the init_only run just replaced; its
+            # own predictions are not at hand to redo it, so it is named for what it was.
+            row[arm]["mcnemar_p_vs_earlier_init_only"] = row[arm].pop("mcnemar_p_vs_init_only")
+    if earlier is not None:
+        row["rerun_arms"] = list(arms)
     print(
         f"seed {seed}: "
         + ", ".join(
@@ -410,24 +412,6 @@ def run_seed(
         flush=True,
     )
     return row
-
-
-def settle_kept_arms(row: dict[str, Any], rerun_arms: Sequence[str]) -> None:
-    """After a rerun of some arms: every distilled arm's gain against this seed's init_only as
-    it now stands (accuracies suffice), and a kept arm's paired test named for the init_only
-    run it was made against, where that run has been replaced (the kept arm's own predictions
-    are not at hand to redo it)."""
-    row["rerun_arms"] = list(rerun_arms)
-    for arm in ("distilled", "distilled_transfer"):
-        row[arm]["gain_over_init_only_points"] = 100 * (
-            row[arm]["test_accuracy"] - row["init_only"]["test_accuracy"]
-        )
-        if (
-            "init_only" in rerun_arms
-            and arm not in rerun_arms
-            and "mcnemar_p_vs_init_only" in row[arm]
-        ):
-            row[arm]["mcnemar_p_vs_earlier_init_only"] = row[arm].pop("mcnemar_p_vs_init_only")
 
 
 def run_arm(

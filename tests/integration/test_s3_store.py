@@ -158,6 +158,13 @@ def test_a_folder_without_its_manifest_or_with_a_changed_file_is_never_served(
         store_on(tmp_path / "host-c", s3_endpoint, bucket).local_folder("models/mdl_2")
 
 
+def checkpoint_step(working: Path, step: int) -> Path:
+    """A training checkpoint's files as of `step`, written into the working folder."""
+    return make_folder(
+        working, {"state.pt": f"step {step}".encode(), "model.safetensors": f"w{step}".encode()}
+    )
+
+
 def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     tmp_path: Path, s3_endpoint: str, bucket: str
 ) -> None:
@@ -165,10 +172,8 @@ def test_checkpoints_mirror_to_another_host_and_a_torn_one_is_ignored(
     second = store_on(tmp_path / "host-b", s3_endpoint, bucket)
     key = "checkpoints/job_1"
     working = first.working_folder(key)
-    make_folder(working, {"state.pt": b"step 1", "model.safetensors": b"w1"})
-    first.sync_folder(key, working)
-    make_folder(working, {"state.pt": b"step 2", "model.safetensors": b"w2"})
-    first.sync_folder(key, working)
+    first.sync_folder(key, checkpoint_step(working, 1))
+    first.sync_folder(key, checkpoint_step(working, 2))
     # One generation of files in the bucket: the first sync's were removed by the second.
     assert list(files_per_folder(s3_endpoint, bucket).values()) == [2]
 
@@ -207,13 +212,11 @@ def test_a_checkpoint_sync_cut_short_leaves_the_last_complete_one_to_resume_from
     first = store_on(tmp_path / "host-a", s3_endpoint, bucket)
     key = "checkpoints/job_2"
     working = first.working_folder(key)
-    make_folder(working, {"state.pt": b"step 1", "model.safetensors": b"w1"})
-    first.sync_folder(key, working)
+    first.sync_folder(key, checkpoint_step(working, 1))
 
-    make_folder(working, {"state.pt": b"step 2", "model.safetensors": b"w2"})
     first.client = FailsOnUpload(first.client, uploads=1)
     with pytest.raises(ConnectionError):
-        first.sync_folder(key, working)
+        first.sync_folder(key, checkpoint_step(working, 2))
 
     second = store_on(tmp_path / "host-b", s3_endpoint, bucket)
     resumed = second.working_folder(key)
