@@ -39,6 +39,9 @@ class TrainingConfig:
     # Keep these encoder layers of the checkpoint: an int keeps the first N, a list picks layers
     # by index (DistilBERT-style students cut from a deeper model). None keeps them all.
     layers: int | list[int] | None = None
+    # Narrow each kept layer's feed-forward block to this many neurons (the largest by weight);
+    # None keeps the checkpoint's width.
+    intermediate_size: int | None = None
     max_text_len: int = 128
     # AutoMM's default, for training on labels. 5e-5 (Hugging Face's) left a distilled 2-layer
     # student at its init-only accuracy on QNLI: 0.578 against 0.711 at 1e-4 (bench/results/
@@ -117,6 +120,10 @@ def _positive_int(value: Any) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1, got {value}")
     return value
+
+
+def _optional_positive_int(value: Any) -> int | None:
+    return None if value is None else _positive_int(value)
 
 
 def _int_or_minus_one(value: Any) -> int:
@@ -216,6 +223,7 @@ def _layers(value: Any) -> int | list[int] | None:
 _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "model.hf_text.checkpoint_name": ("checkpoint_name", _non_empty_string),
     "model.hf_text.layers": ("layers", _layers),
+    "model.hf_text.intermediate_size": ("intermediate_size", _optional_positive_int),
     "model.hf_text.max_text_len": ("max_text_len", _positive_int),
     "optimization.learning_rate": ("learning_rate", _number(0.0, 1.0, low_open=True)),
     "optimization.weight_decay": ("weight_decay", _number(0.0, 1.0)),

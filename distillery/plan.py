@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distillery.backbones import BackboneError
+from distillery.backbones import BackboneError, CheckpointShape
 from distillery.hyperparams import (
     DISTILLER_KEYS,
     HyperparameterError,
@@ -27,6 +27,7 @@ from distillery.training import pair_copies, selection_metric
 JOB_KINDS = ("finetune", "distill")
 CHECKPOINT_KEY = "model.hf_text.checkpoint_name"
 LAYERS_KEY = "model.hf_text.layers"
+INTERMEDIATE_SIZE_KEY = "model.hf_text.intermediate_size"
 TEACHER_DATA_KEY = "distiller.transfer_from_teacher_data"
 
 
@@ -133,16 +134,29 @@ def _teacher_rows(
     return teacher.training_rows
 
 
-def _check_layers(config: TrainingConfig, layer_count: int | None) -> None:
+def _check_shape(config: TrainingConfig, shape: CheckpointShape) -> None:
     wanted = (
         config.layers
         if isinstance(config.layers, int)
         else (max(config.layers) + 1 if config.layers else None)
     )
-    if wanted is not None and layer_count is not None and wanted > layer_count:
+    if wanted is not None and shape.layers is not None and wanted > shape.layers:
         raise HyperparameterError(
             LAYERS_KEY,
-            f"the checkpoint has {layer_count} encoder layers; asked for {config.layers}",
+            f"the checkpoint has {shape.layers} encoder layers; asked for {config.layers}",
+        )
+    if config.intermediate_size is None:
+        return
+    if shape.intermediate_size is None:
+        raise HyperparameterError(
+            INTERMEDIATE_SIZE_KEY,
+            "the checkpoint's architecture names no feed-forward width, so it cannot be narrowed",
+        )
+    if config.intermediate_size > shape.intermediate_size:
+        raise HyperparameterError(
+            INTERMEDIATE_SIZE_KEY,
+            f"the checkpoint's feed-forward layers have {shape.intermediate_size} neurons; "
+            f"asked for {config.intermediate_size}",
         )
 
 
@@ -157,14 +171,14 @@ def plan_job(
     train_columns: Sequence[str],
     teacher: TeacherFacts | None,
     has_unlabeled: bool,
-    checkpoint_layers: Callable[[str], int | None],
+    checkpoint_shape: Callable[[str], CheckpointShape],
 ) -> JobPlan:
     """Validate a job and return its plan; raise HyperparameterError (a key at fault) or
     PlanError (another field) on the first problem.
 
-    `checkpoint_layers(name)` resolves the student's checkpoint and counts its encoder layers
-    (None when the architecture does not say); it may raise BackboneError, OSError or
-    ValueError for a checkpoint that cannot be used."""
+    `checkpoint_shape(name)` resolves the student's checkpoint and reads its depth and
+    feed-forward width (None where the architecture does not say); it may raise BackboneError,
+    OSError or ValueError for a checkpoint that cannot be used."""
     if kind not in JOB_KINDS:
         raise PlanError("kind", "Unknown job kind", f"kind must be one of {', '.join(JOB_KINDS)}")
     config = parse_hyperparameters(hyperparameters, distill=kind == "distill")
@@ -199,10 +213,10 @@ def plan_job(
     if teacher is not None:
         teacher_rows = _teacher_rows(teacher, transfer_columns, config.transfer_from_teacher_data)
     try:
-        layer_count = checkpoint_layers(config.checkpoint_name)
+        shape = checkpoint_shape(config.checkpoint_name)
     except (BackboneError, OSError, ValueError) as exc:
         raise HyperparameterError(CHECKPOINT_KEY, str(exc)) from None
-    _check_layers(config, layer_count)
+    _check_shape(config, shape)
     return JobPlan(
         kind=kind,
         config=config,

@@ -317,6 +317,7 @@ def train(
         id2label=id2label,
         problem_type=data.problem_type,
         layers=config.layers,
+        intermediate_size=config.intermediate_size,
         # The fused attention kernels return no attention maps.
         attn_implementation="eager" if attention_maps else None,
     )

@@ -13,7 +13,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from distillery.backbones import BackboneError
+from distillery.backbones import BackboneError, CheckpointShape, checkpoint_shape
 from distillery.hyperparams import TEACHER_CHECKPOINT
 from distillery.plan import CHECKPOINT_KEY, JobPlan, TeacherFacts, plan_job
 from distillery.report import distillation_ratio
@@ -29,7 +29,7 @@ from domain.auto_distill import (
 )
 from domain.datasets import get_dataset
 from domain.errors import Conflict, Invalid, Unavailable
-from domain.models import encoder_layer_count, get_model, resolve_backbone
+from domain.models import get_model, resolve_backbone
 from domain.orm import Dataset, Job, JobEvent, JobMetric, Model
 from domain.pagination import paginate
 from domain.queue import enqueue_job, queue_for
@@ -156,8 +156,8 @@ def _plan(
         else None
     )
 
-    def checkpoint_layers(name: str) -> int | None:
-        return encoder_layer_count(
+    def student_shape(name: str) -> CheckpointShape:
+        return checkpoint_shape(
             student_backbone(session, store, name, teacher, caller, allowed_roots)
         )
 
@@ -171,7 +171,7 @@ def _plan(
         train_columns=train.columns,
         teacher=teacher_facts(session, teacher) if teacher is not None else None,
         has_unlabeled=request.unlabeled_dataset is not None,
-        checkpoint_layers=checkpoint_layers,
+        checkpoint_shape=student_shape,
     )
     if request.unlabeled_dataset is not None:
         unlabeled = get_dataset(
@@ -194,7 +194,7 @@ def _plan(
             )
         for index, name in enumerate(auto.students or []):
             try:
-                checkpoint_layers(name)
+                student_shape(name)
             except (BackboneError, OSError, ValueError) as exc:
                 raise Invalid(
                     "Unusable student", str(exc), field=f"auto.students.{index}"

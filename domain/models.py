@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from transformers import AutoConfig
 
 from distillery.automm import automm_root, bundle_from_automm, is_pooled_bundle, rebundle_pooled
 from distillery.backbones import Backbone, BackboneError, resolve_checkpoint
@@ -389,6 +388,3 @@ def resolve_backbone(
     return folder
 
 
-def encoder_layer_count(folder: Path) -> int | None:
-    raw: Any = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    return getattr(raw, "num_hidden_layers", None)

@@ -22,14 +22,13 @@ from distillery.auto import (
     probe_candidates,
     teacher_cuts,
 )
-from distillery.backbones import PACKAGED_CHECKPOINTS, BackboneError
+from distillery.backbones import PACKAGED_CHECKPOINTS, BackboneError, checkpoint_shape
 from distillery.plan import JobPlan
 from distillery.training import TrainingCancelled, pair_copies
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
 from domain.auto_distill import deadline_after
 from domain.jobs import JobRequest, _plan, job_plan, send_job, student_backbone
-from domain.models import encoder_layer_count
 from domain.orm import Dataset, Job, utcnow
 from domain.runtime import Runtime
 from worker.celery_app import celery
@@ -49,7 +48,7 @@ def candidates_for(
 ) -> tuple[list[Candidate], int]:
     assert job.teacher_model is not None
     teacher_folder = runtime.store.local_folder(job.teacher_model.storage_key)
-    depth = encoder_layer_count(teacher_folder) or 1
+    depth = checkpoint_shape(teacher_folder).layers or 1
     extra = (
         spec.students
         if spec.students is not None

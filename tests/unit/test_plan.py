@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from distillery.backbones import BackboneError
+from distillery.backbones import BackboneError, CheckpointShape
 from distillery.hyperparams import HyperparameterError
 from distillery.plan import JobPlan, PlanError, TeacherFacts, plan_job
 
@@ -28,7 +28,7 @@ def plan(kind: str = "distill", hyperparameters: dict[str, Any] | None = None, *
         "train_columns": ["question", "sentence", "label"],
         "teacher": TEACHER if kind == "distill" else None,
         "has_unlabeled": False,
-        "checkpoint_layers": lambda name: 6,
+        "checkpoint_shape": lambda name: CheckpointShape(layers=6, intermediate_size=1536),
     }
     return plan_job(kind, hyperparameters or {}, **{**facts, **given})
 
@@ -81,16 +81,30 @@ def test_pair_copies_need_two_text_columns() -> None:
         )
 
 
-def test_checkpoint_problems_and_too_many_layers_name_their_key() -> None:
-    def unusable(name: str) -> int | None:
+def test_checkpoint_problems_too_many_layers_and_too_wide_feed_forward_name_their_key() -> None:
+    def unusable(name: str) -> CheckpointShape:
         raise BackboneError(f"no checkpoint '{name}'")
 
     with pytest.raises(HyperparameterError) as error:
-        plan(checkpoint_layers=unusable)
+        plan(checkpoint_shape=unusable)
     assert error.value.key == "model.hf_text.checkpoint_name"
     with pytest.raises(HyperparameterError) as error:
         plan(hyperparameters={"model.hf_text.layers": [0, 6]})
     assert error.value.key == "model.hf_text.layers"
+    with pytest.raises(HyperparameterError, match="have 1536 neurons") as error:
+        plan(hyperparameters={"model.hf_text.intermediate_size": 2048})
+    assert error.value.key == "model.hf_text.intermediate_size"
+    unnamed_width = CheckpointShape(layers=6, intermediate_size=None)
+    with pytest.raises(HyperparameterError, match="cannot be narrowed") as error:
+        plan(
+            hyperparameters={"model.hf_text.intermediate_size": 768},
+            checkpoint_shape=lambda name: unnamed_width,
+        )
+    assert error.value.key == "model.hf_text.intermediate_size"
+    assert (
+        plan(hyperparameters={"model.hf_text.intermediate_size": 768}).config.intermediate_size
+        == 768
+    )
 
 
 def test_a_teacher_of_another_problem_type_is_a_plan_error_on_teacher_model() -> None:

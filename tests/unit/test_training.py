@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillery.backbones import BackboneError, keep_layers, load_classifier, resolve_checkpoint
+from distillery.backbones import (
+    BackboneError,
+    keep_layers,
+    load_classifier,
+    narrow_feed_forward,
+    resolve_checkpoint,
+)
 from distillery.bundle import BundleMetadata, read_metadata, save_bundle
 from distillery.hyperparams import parse_hyperparameters
 from distillery.predictor import Predictor
@@ -145,6 +151,38 @@ def test_keep_layers_copies_the_chosen_blocks(tiny_teacher_dir: Path) -> None:
         assert torch.equal(a, b)
     with pytest.raises(BackboneError, match="has 2 encoder layers"):
         keep_layers(full, [0, 5])
+
+
+def test_narrowing_drops_the_weakest_feed_forward_neurons_first(trained_teacher: Path) -> None:
+    model = load_classifier(trained_teacher, num_labels=2, layers=[1]).model.eval()
+    block = model.bert.encoder.layer[0]
+    width = block.intermediate.dense.out_features
+    # Neurons whose output weights are zero add nothing to the block: dropping exactly those
+    # must leave the model's answers as they were.
+    dead = torch.arange(0, width, 3)
+    with torch.no_grad():
+        block.output.dense.weight[:, dead] = 0.0
+    encoded = {"input_ids": torch.tensor([[2, 7, 9, 11, 3]]), "attention_mask": torch.ones(1, 5)}
+    before = model(**encoded).logits
+    narrow_feed_forward(model, width - len(dead))
+    assert model.config.intermediate_size == width - len(dead)
+    assert block.intermediate.dense.out_features == width - len(dead)
+    torch.testing.assert_close(model(**encoded).logits, before)
+    with pytest.raises(BackboneError, match=f"the checkpoint has {width - len(dead)}"):
+        narrow_feed_forward(model, width)
+
+
+def test_a_narrowed_student_trains_saves_and_loads_as_its_own_checkpoint(
+    trained_teacher: Path, tmp_path: Path
+) -> None:
+    keys = {**FAST, "optimization.max_epochs": 1, "model.hf_text.layers": [0]}
+    config = parse_hyperparameters({**keys, "model.hf_text.intermediate_size": 16})
+    result = train(config, qnli_data(32), trained_teacher)
+    metadata = BundleMetadata("binary", LABELS, ["question", "sentence"])
+    folder = save_bundle(result.backbone.model, result.backbone.tokenizer, metadata, tmp_path)
+    loaded = Predictor(folder).model
+    assert loaded.config.intermediate_size == 16
+    assert loaded.bert.encoder.layer[0].output.dense.in_features == 16
 
 
 def test_unknown_checkpoint_names_are_refused_without_a_hub() -> None:
