@@ -190,6 +190,15 @@ PAIRS: dict[str, Pair] = {
         from_teacher=True,
         description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4, feed-forward halved",
     ),
+    # ... and quartered: how much speed is left to trade for accuracy (speed-probed only).
+    "L6-to-layers-1-4-ffn-384": Pair(
+        teacher_checkpoint=MINILM_L6,
+        student_checkpoint=MINILM_L6,
+        layers=[1, 4],
+        intermediate_size=384,
+        from_teacher=True,
+        description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4, feed-forward quartered",
+    ),
     # A 12-layer teacher cut to 4 of its layers (spread as auto-distill spreads them): the
     # student that can be >= 3x faster without falling off the cliff a 2-layer cut falls off.
     "MPNet-to-4-layers": Pair(
