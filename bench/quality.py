@@ -162,6 +162,18 @@ class Pair:
     )
 
 
+def narrowed_1_4_cut(intermediate_size: int, how: str) -> Pair:
+    """The MiniLM teacher's layers 1 and 4 with their feed-forward blocks narrowed."""
+    return Pair(
+        teacher_checkpoint=MINILM_L6,
+        student_checkpoint=MINILM_L6,
+        layers=[1, 4],
+        intermediate_size=intermediate_size,
+        from_teacher=True,
+        description=f"all-MiniLM-L6-v2 teacher -> its layers 1 and 4, feed-forward {how}",
+    )
+
+
 PAIRS: dict[str, Pair] = {
     "L6-to-2-layers": Pair(
         teacher_checkpoint=MINILM_L6,
@@ -182,23 +194,9 @@ PAIRS: dict[str, Pair] = {
     # The same cut with its feed-forward blocks halved (1,536 -> 768 neurons): two blocks of
     # six sit at 2.7-3.1x their teacher, because embedding, head and tokenizing cost as much
     # as about a quarter of a block; the feed-forward layers are two thirds of a block's work.
-    "L6-to-layers-1-4-ffn-768": Pair(
-        teacher_checkpoint=MINILM_L6,
-        student_checkpoint=MINILM_L6,
-        layers=[1, 4],
-        intermediate_size=768,
-        from_teacher=True,
-        description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4, feed-forward halved",
-    ),
+    "L6-to-layers-1-4-ffn-768": narrowed_1_4_cut(768, "halved"),
     # ... and quartered: how much speed is left to trade for accuracy (speed-probed only).
-    "L6-to-layers-1-4-ffn-384": Pair(
-        teacher_checkpoint=MINILM_L6,
-        student_checkpoint=MINILM_L6,
-        layers=[1, 4],
-        intermediate_size=384,
-        from_teacher=True,
-        description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4, feed-forward quartered",
-    ),
+    "L6-to-layers-1-4-ffn-384": narrowed_1_4_cut(384, "quartered"),
     # A 12-layer teacher cut to 4 of its layers (spread as auto-distill spreads them): the
     # student that can be >= 3x faster without falling off the cliff a 2-layer cut falls off.
     "MPNet-to-4-layers": Pair(
