@@ -6,9 +6,9 @@ all-MiniLM-L6-v2 into its own layers 0 and 5, and into 1 and 4; all-mpnet-base-v
 parameters; get it with ../shared/models/get-mpnet.sh DIR and set DISTILLERY_MPNET_DIR=DIR)
 into its own layers 0, 4, 7 and 11 and into paraphrase-MiniLM-L3-v2, another tokenizer (one
 MPNet teacher serves both). all-MiniLM-L6-v2 also goes into its layers 1 and 4 with their
-feed-forward blocks halved (`model.hf_text.intermediate_size`), the MiniLM student that is
-3x faster: a 1-layer cut is too, but bench/terms.py found it falls to init-only's accuracy
-with the transfer set. The arms:
+feed-forward blocks halved (`model.hf_text.intermediate_size`), the MiniLM student measured
+past 3x its teacher (a 1-layer cut should be too by layer count, but bench/terms.py found it
+falls to init-only's accuracy with the transfer set). The arms:
 
 - `no_distill`: the student's pretrained weights, labels only (the usual baseline);
 - `init_only`: the student's exact starting weights when distilled (the teacher's own layers),
@@ -192,8 +192,9 @@ PAIRS: dict[str, Pair] = {
         description="all-MiniLM-L6-v2 teacher -> its layers 1 and 4 (2 of 6)",
     ),
     # The same cut with its feed-forward blocks halved (1,536 -> 768 neurons): two blocks of
-    # six sit at 2.7-3.1x their teacher, because embedding, head and tokenizing cost as much
-    # as about a quarter of a block; the feed-forward layers are two thirds of a block's work.
+    # six measured 2.5-3.1x their teacher (embedding, head and tokenizing cost about a quarter
+    # of a block, as 2.76x for 2 of 6 blocks implies), and the feed-forward layers hold two
+    # thirds of a block's multiply-adds.
     "L6-to-layers-1-4-ffn-768": narrowed_1_4_cut(768, "halved"),
     # ... and quartered: how much speed is left to trade for accuracy (speed-probed only).
     "L6-to-layers-1-4-ffn-384": narrowed_1_4_cut(384, "quartered"),

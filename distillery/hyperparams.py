@@ -122,10 +122,6 @@ def _positive_int(value: Any) -> int:
     return value
 
 
-def _optional_positive_int(value: Any) -> int | None:
-    return None if value is None else _positive_int(value)
-
-
 def _int_or_minus_one(value: Any) -> int:
     if value == -1 and not isinstance(value, bool):
         return -1
@@ -223,7 +219,7 @@ def _layers(value: Any) -> int | list[int] | None:
 _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "model.hf_text.checkpoint_name": ("checkpoint_name", _non_empty_string),
     "model.hf_text.layers": ("layers", _layers),
-    "model.hf_text.intermediate_size": ("intermediate_size", _optional_positive_int),
+    "model.hf_text.intermediate_size": ("intermediate_size", _or_auto(_positive_int)),
     "model.hf_text.max_text_len": ("max_text_len", _positive_int),
     "optimization.learning_rate": ("learning_rate", _number(0.0, 1.0, low_open=True)),
     "optimization.weight_decay": ("weight_decay", _number(0.0, 1.0)),

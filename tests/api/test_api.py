@@ -168,6 +168,11 @@ def test_unknown_hyperparameter(client: TestClient, train_dataset: dict) -> None
             "hyperparameters.model.hf_text.checkpoint_name",
         ),
         ({"distiller.temperature": 2.0}, "hyperparameters.distiller.temperature"),
+        # Wider than the checkpoint's feed-forward layers: known only once its config is read.
+        (
+            {"model.hf_text.intermediate_size": 100_000},
+            "hyperparameters.model.hf_text.intermediate_size",
+        ),
     ],
 )
 def test_bad_hyperparameter_values(
