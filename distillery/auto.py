@@ -9,6 +9,12 @@ row, a speed-up over the teacher, a size) and a compute budget (`time_limit` sec
 - cuts of the teacher: its first N layers, N layers spread over its depth (DistilBERT's
   every-other layer when N is half), and N spread over its inner layers (first and last left
   out), for every N below the teacher's depth;
+- the same cuts narrowed: the inner cut of each depth (the spread one where a teacher is too
+  shallow for inner cuts) with its feed-forward layers at a half and a quarter of the teacher's
+  width (`model.hf_text.intermediate_size`). Depth alone moves in coarse steps: on QNLI the
+  2-of-6-layer cut of MiniLM measured 2.8x its teacher and the 1-layer cut lost everything the
+  teacher taught, while the 2-layer cut at half width measured 3.8x and kept 0.975 of the
+  teacher's accuracy (bench/results/quality.json);
 - other checkpoints (packaged ones, and those the request names: another tokenizer is fine),
   each optionally served int8.
 
@@ -255,11 +261,15 @@ class Candidate:
     family: str
     checkpoint: str
     layers: list[int] | None = None
+    # Feed-forward neurons per kept block; None keeps the checkpoint's width.
+    intermediate_size: int | None = None
 
     def hyperparameters(self) -> dict[str, Any]:
         keys: dict[str, Any] = {"model.hf_text.checkpoint_name": self.checkpoint}
         if self.layers is not None:
             keys["model.hf_text.layers"] = list(self.layers)
+        if self.intermediate_size is not None:
+            keys["model.hf_text.intermediate_size"] = self.intermediate_size
         return keys
 
 
@@ -285,16 +295,25 @@ def inner_layers(depth: int, count: int) -> list[int]:
     return _evenly(1, depth - 2, count)
 
 
-def teacher_cuts(depth: int) -> list[Candidate]:
+# The narrowed widths tried, as fractions of the teacher's feed-forward width.
+NARROWING = {"half": 2, "quarter": 4}
+
+
+def teacher_cuts(depth: int, width: int | None = None) -> list[Candidate]:
     """Every cut shallower than the teacher: first N layers, N spread layers, and N spread over
-    the inner layers (where there are N inner layers and that cut is new)."""
+    the inner layers (where there are N inner layers and that cut is new). Given the teacher's
+    feed-forward `width`, each depth's inner cut (else its spread cut) also comes narrowed to
+    each of NARROWING's fractions of it, in a family of its own per fraction; a 1-layer cut is
+    not narrowed (on QNLI it kept nothing of the teacher even at full width)."""
     cuts: list[Candidate] = []
     for count in range(depth - 1, 0, -1):
         first = list(range(count))
         spread = spread_layers(depth, count)
+        narrowed = spread
         if 2 <= count <= depth - 2:
             inner = inner_layers(depth, count)
             if inner not in (first, spread):
+                narrowed = inner
                 cuts.append(
                     Candidate(f"teacher-inner-{count}", "teacher-inner", TEACHER_CHECKPOINT, inner)
                 )
@@ -305,6 +324,20 @@ def teacher_cuts(depth: int) -> list[Candidate]:
             cuts.append(
                 Candidate(f"teacher-first-{count}", "teacher-first", TEACHER_CHECKPOINT, first)
             )
+        if width is None or count < 2:
+            continue
+        for fraction, divisor in NARROWING.items():
+            size = width // divisor
+            if size >= 1:
+                cuts.append(
+                    Candidate(
+                        f"teacher-{count}-ffn{size}",
+                        f"teacher-narrowed-{fraction}",
+                        TEACHER_CHECKPOINT,
+                        narrowed,
+                        intermediate_size=size,
+                    )
+                )
     return cuts
 
 
@@ -390,19 +423,25 @@ def probe_candidates(
     )
     del teacher
     results = []
-    # Which layers a cut keeps changes no forward pass's cost, only how many it keeps: cuts of
-    # one depth from one model are timed once, so timing noise cannot prune one and keep its
-    # twin (two timings of one architecture in one QNLI search differed by 15 %).
-    timed: dict[tuple[str, int | None], ProbeResult] = {}
+    # Which layers a cut keeps changes no forward pass's cost, only how many it keeps (and how
+    # wide): cuts of one shape from one model are timed once, so timing noise cannot prune one
+    # and keep its twin (two timings of one architecture in one QNLI search differed by 15 %).
+    timed: dict[tuple[str, int | None, int | None], ProbeResult] = {}
     for candidate in candidates:
         if should_stop():
             break
         folder, layers = resolve(candidate)
-        architecture = (str(folder), len(layers) if isinstance(layers, list) else layers)
+        depth = len(layers) if isinstance(layers, list) else layers
+        architecture = (str(folder), depth, candidate.intermediate_size)
         if architecture in timed:
             results.append(replace(timed[architecture], candidate=candidate))
             continue
-        backbone = load_classifier(folder, num_labels=num_labels, layers=layers)
+        backbone = load_classifier(
+            folder,
+            num_labels=num_labels,
+            layers=layers,
+            intermediate_size=candidate.intermediate_size,
+        )
         model = backbone.model.eval()
         latency = measure_latency(
             model, backbone.tokenizer, rows, text_columns, config.max_text_len
@@ -452,8 +491,14 @@ def choose_candidates(results: Sequence[ProbeResult], count: int) -> list[ProbeR
 
 def _family_rank(candidate: Candidate) -> tuple[int, str]:
     # At equal size, the inner layers first (they distilled best, bench/results/terms.json),
-    # then spread layers (DistilBERT's choice), then the first layers.
-    order = {"teacher-inner": 0, "teacher-spread": 1, "teacher-first": 2}
+    # then spread layers (DistilBERT's choice), then the first layers, then narrowed cuts (a
+    # narrowed cut is smaller than the full-width cut of its depth, so a tie is another depth).
+    order = {
+        "teacher-inner": 0,
+        "teacher-spread": 1,
+        "teacher-first": 2,
+        **{f"teacher-narrowed-{fraction}": 3 + i for i, fraction in enumerate(NARROWING)},
+    }
     return order.get(candidate.family, len(order)), candidate.family
 
 

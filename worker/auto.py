@@ -48,7 +48,8 @@ def candidates_for(
 ) -> tuple[list[Candidate], int]:
     assert job.teacher_model is not None
     teacher_folder = runtime.store.local_folder(job.teacher_model.storage_key)
-    depth = checkpoint_shape(teacher_folder).layers or 1
+    shape = checkpoint_shape(teacher_folder)
+    depth = shape.layers or 1
     extra = (
         spec.students
         if spec.students is not None
@@ -67,7 +68,7 @@ def candidates_for(
             log.info("student %s skipped: %s", name, exc)
             continue
         usable.append(name)
-    return teacher_cuts(depth) + checkpoint_candidates(usable), depth
+    return teacher_cuts(depth, shape.intermediate_size) + checkpoint_candidates(usable), depth
 
 
 def distilled_rows(session: Session, job: Job, plan: JobPlan) -> int:

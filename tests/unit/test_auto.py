@@ -69,6 +69,42 @@ def test_a_six_layer_teacher_gets_inner_cuts_tried_first_at_equal_depth() -> Non
     assert [p.candidate.name for p in chosen] == ["teacher-inner-2", "teacher-spread-2"]
 
 
+def test_narrowed_cuts_come_at_half_and_quarter_width_from_two_layers_up() -> None:
+    narrowed = [c for c in teacher_cuts(6, 1536) if c.intermediate_size is not None]
+    shapes = {c.name: (c.family, c.layers, c.intermediate_size) for c in narrowed}
+    # Each depth's inner cut: the 2-layer one is bench/quality.py's 1+4 cut at half width.
+    assert shapes["teacher-2-ffn768"] == ("teacher-narrowed-half", [1, 4], 768)
+    assert shapes["teacher-2-ffn384"] == ("teacher-narrowed-quarter", [1, 4], 384)
+    assert shapes["teacher-4-ffn768"][1] == [1, 2, 3, 4]
+    # Too shallow a count for inner cuts: the spread cut, narrowed. No 1-layer narrowing.
+    assert shapes["teacher-5-ffn384"][1] == spread_layers(6, 5)
+    assert not any(len(c.layers or []) < 2 for c in narrowed)
+    assert len(narrowed) == 2 * 4
+    assert narrowed[0].hyperparameters() == {
+        "model.hf_text.checkpoint_name": "teacher",
+        "model.hf_text.layers": narrowed[0].layers,
+        "model.hf_text.intermediate_size": narrowed[0].intermediate_size,
+    }
+    # With no width known, cuts keep the teacher's width.
+    assert all(c.intermediate_size is None for c in teacher_cuts(6))
+    # A 3x budget met only by 1-layer cuts at full width and by narrowed 2- and 3-layer cuts:
+    # the narrowed ones are kept, biggest first, and the 1-layer cut is left out.
+    sizes = {"teacher-3-ffn384": 14.4, "teacher-2-ffn768": 14.1, "teacher-spread-1": 13.5}
+    probes = [
+        ProbeResult(
+            cut,
+            parameters=int(sizes.get(cut.name, 20.0) * 1e6),
+            size_mb=1.0,
+            latency={},
+            speedup=1.0,
+            pruned=None if cut.name in sizes else "too slow",
+        )
+        for cut in teacher_cuts(6, 1536)
+    ]
+    chosen = choose_candidates(probes, 2)
+    assert [p.candidate.name for p in chosen] == ["teacher-3-ffn384", "teacher-2-ffn768"]
+
+
 def test_at_equal_size_every_teacher_cut_comes_before_another_checkpoint() -> None:
     first = Candidate("teacher-first-2", "teacher-first", "teacher", [0, 1])
     (other,) = checkpoint_candidates(["paraphrase-MiniLM-L3-v2"])
@@ -199,6 +235,8 @@ def test_cuts_of_one_depth_share_one_timing(tiny_teacher_dir: Path) -> None:
         Candidate("teacher-first-1", "teacher-first", "teacher", [0]),
         Candidate("teacher-inner-1", "teacher-inner", "teacher", [1]),
         Candidate("teacher-2", "teacher-first", "teacher", [0, 1]),
+        # The same depth at half the width (64 neurons): another architecture, timed apart.
+        Candidate("teacher-1-ffn32", "teacher-narrowed-half", "teacher", [0], 32),
     ]
     timed: list[Candidate] = []
 
@@ -220,6 +258,8 @@ def test_cuts_of_one_depth_share_one_timing(tiny_teacher_dir: Path) -> None:
     assert probes[0].latency == probes[1].latency and probes[0].int8_latency is not None
     assert probes[1].int8_latency == probes[0].int8_latency
     assert probes[2].latency != probes[0].latency and probes[2].parameters > probes[0].parameters
+    assert timed[-1].intermediate_size == 32 and probes[3].latency != probes[0].latency
+    assert probes[3].parameters < probes[0].parameters
 
 
 def trial(name: str, accuracy: float, student_ms: float, status: str = "succeeded") -> dict:
