@@ -235,7 +235,7 @@ def test_cuts_of_one_depth_share_one_timing(tiny_teacher_dir: Path) -> None:
         Candidate("teacher-first-1", "teacher-first", "teacher", [0]),
         Candidate("teacher-inner-1", "teacher-inner", "teacher", [1]),
         Candidate("teacher-2", "teacher-first", "teacher", [0, 1]),
-        # The same depth at half the width (64 neurons): another architecture, timed apart.
+        # The same depth at half the width (32 of 64 neurons): another architecture, timed apart.
         Candidate("teacher-1-ffn32", "teacher-narrowed-half", "teacher", [0], 32),
     ]
     timed: list[Candidate] = []
