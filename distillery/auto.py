@@ -489,17 +489,20 @@ def choose_candidates(results: Sequence[ProbeResult], count: int) -> list[ProbeR
     return ranked[:count]
 
 
+# At equal size, the inner layers first (they distilled best, bench/results/terms.json), then
+# spread layers (DistilBERT's choice), then the first layers, then narrowed cuts (a narrowed
+# cut is smaller than the full-width cut of its depth, so a tie is another depth).
+FAMILY_ORDER = {
+    family: rank
+    for rank, family in enumerate(
+        ["teacher-inner", "teacher-spread", "teacher-first"]
+        + [f"teacher-narrowed-{fraction}" for fraction in NARROWING]
+    )
+}
+
+
 def _family_rank(candidate: Candidate) -> tuple[int, str]:
-    # At equal size, the inner layers first (they distilled best, bench/results/terms.json),
-    # then spread layers (DistilBERT's choice), then the first layers, then narrowed cuts (a
-    # narrowed cut is smaller than the full-width cut of its depth, so a tie is another depth).
-    order = {
-        "teacher-inner": 0,
-        "teacher-spread": 1,
-        "teacher-first": 2,
-        **{f"teacher-narrowed-{fraction}": 3 + i for i, fraction in enumerate(NARROWING)},
-    }
-    return order.get(candidate.family, len(order)), candidate.family
+    return FAMILY_ORDER.get(candidate.family, len(FAMILY_ORDER)), candidate.family
 
 
 @dataclass(frozen=True)
