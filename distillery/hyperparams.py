@@ -78,10 +78,11 @@ class TrainingConfig:
     attention_loss_weight: float = 0.0
     teacher_mode: str = "auto"
     # Noisy copies of each labelled row, labelled by the teacher only (distillery/augment.py).
-    augmentation_copies: int = 0
+    # None: the default recipe (distillery/training.py's `made_copies`).
+    augmentation_copies: int | None = None
     augmentation_word_probability: float = 0.1
     # Pairs recombined across rows (a question with another row's sentence), teacher-labelled.
-    # None: AUTO_PAIR_COPIES when a distill job's task has two or more text columns, else none.
+    # None: the default recipe, as for augmentation_copies.
     augmentation_pair_copies: int | None = None
     # The teacher's own training rows join the transfer set, unlabelled. None: when the
     # teacher's lineage knows them (it was trained here); True insists, False never.
@@ -252,7 +253,7 @@ _SPECS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "distiller.intermediate_pooling": ("intermediate_pooling", _one_of(INTERMEDIATE_POOLING)),
     "distiller.attention_loss_weight": ("attention_loss_weight", _number(0.0, 1000.0)),
     "distiller.teacher_mode": ("teacher_mode", _one_of(TEACHER_MODES)),
-    "distiller.augmentation_copies": ("augmentation_copies", _non_negative_int),
+    "distiller.augmentation_copies": ("augmentation_copies", _or_auto(_non_negative_int)),
     "distiller.augmentation_word_probability": (
         "augmentation_word_probability",
         _number(0.0, 0.5),
@@ -276,8 +277,18 @@ KNOWN_KEYS: tuple[str, ...] = tuple(sorted(_SPECS))
 DISTILLER_KEYS: tuple[str, ...] = tuple(k for k in KNOWN_KEYS if k.startswith("distiller."))
 
 # Recombined pairs per labelled row a distill job makes unless told. Measured on one seed only
-# (bench/quality.py's arms all use it): 4 copies lifted a 2-layer QNLI student 3 points.
+# (bench/quality.py's transfer-set arms use it): 4 copies lifted a 2-layer QNLI student 3 points.
 AUTO_PAIR_COPIES = 2
+# With no transfer set, a distill job's few labels make rows for the teacher to label, as many as
+# bench/quality.py's transfer set holds: 6 recombined pairs and 4 noisy copies per labelled row.
+# bench/terms.py ranked that first on the tuning rows of the narrowed 1+4 MiniLM cut (0.795,
+# against 0.765 for 2 noisy copies and 0.75 for 2 pairs alone), and bench/quality.py's
+# labels-only arm uses it.
+LABELS_ONLY_PAIR_COPIES = 6
+LABELS_ONLY_NOISY_COPIES = 4
+# Above this many labelled rows the labels are a transfer set of their own, and 11 rows per
+# label would make the job 3-4 times longer: a bound on cost, not a measured optimum.
+LABELS_ONLY_MAX_ROWS = 10_000
 # A distill job's learning rate unless told, where the teacher's outputs count. bench/quality.py's
 # grid {1e-4, 3e-4}, chosen on tuning rows, took 3e-4 for every distilled arm of the 1+4 cut of
 # MiniLM-L6 on 3 seeds (4-9 points better on the tuning rows, labels only) and 1e-4 for the

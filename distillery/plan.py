@@ -22,7 +22,7 @@ from distillery.hyperparams import (
     TrainingConfig,
     parse_hyperparameters,
 )
-from distillery.training import pair_copies, selection_metric
+from distillery.training import made_copies, selection_metric
 
 JOB_KINDS = ("finetune", "distill")
 CHECKPOINT_KEY = "model.hf_text.checkpoint_name"
@@ -206,8 +206,15 @@ def plan_job(
             )
     # The check the training loop makes when it picks its best checkpoint, made now.
     selection_metric(config, problem_type)
-    # The same resolution the training loop makes (refusing pairs on a one-column task), now.
-    pair_copies(config, text_columns, has_teacher=teacher is not None)
+    # The refusal the training loop makes (pairs on a one-column task), now; the row counts
+    # that pick the default recipe do not matter to it.
+    made_copies(
+        config,
+        text_columns,
+        has_teacher=teacher is not None,
+        labelled_rows=0,
+        has_transfer_set=has_unlabeled,
+    )
     transfer_columns = sorted(set(text_columns) | set(teacher.text_columns if teacher else []))
     teacher_rows = None
     if teacher is not None:

@@ -27,7 +27,14 @@ from distillery.distill import (
     teacher_outputs_for,
 )
 from distillery.encoding import EncodedRow, collate, encode_rows
-from distillery.hyperparams import AUTO_PAIR_COPIES, HyperparameterError, TrainingConfig
+from distillery.hyperparams import (
+    AUTO_PAIR_COPIES,
+    LABELS_ONLY_MAX_ROWS,
+    LABELS_ONLY_NOISY_COPIES,
+    LABELS_ONLY_PAIR_COPIES,
+    HyperparameterError,
+    TrainingConfig,
+)
 from distillery.inference import compute_outputs, softmax
 from distillery.losses import hard_label_loss, soft_label_loss
 from distillery.metrics import SELECTION_METRIC, classification_metrics, regression_metrics
@@ -219,19 +226,43 @@ def unlabeled_targets(count: int, problem_type: str) -> torch.Tensor:
     return torch.full((count,), IGNORED_LABEL, dtype=torch.long)
 
 
-def pair_copies(config: TrainingConfig, text_columns: list[str], has_teacher: bool) -> int:
-    """Recombined pairs per labelled row this run makes: the asked number (refused on a task of
-    one text column), or by default AUTO_PAIR_COPIES where a distill job's task has pairs."""
-    asked = config.augmentation_pair_copies
-    if asked is None:
-        return AUTO_PAIR_COPIES if has_teacher and len(text_columns) > 1 else 0
-    if asked and len(text_columns) < 2:
+@dataclass(frozen=True)
+class MadeCopies:
+    """How many rows a run makes from each labelled row (distillery/augment.py)."""
+
+    noisy: int
+    pairs: int
+
+    @property
+    def per_row(self) -> int:
+        return self.noisy + self.pairs
+
+
+def made_copies(
+    config: TrainingConfig,
+    text_columns: list[str],
+    *,
+    has_teacher: bool,
+    labelled_rows: int,
+    has_transfer_set: bool,
+) -> MadeCopies:
+    """The asked numbers of noisy copies and recombined pairs (pairs are refused on a task of one
+    text column); where neither is asked, the default recipe of a distill job on a task with
+    pairs: with no transfer set and few labels, LABELS_ONLY_NOISY_COPIES noisy copies and
+    LABELS_ONLY_PAIR_COPIES pairs, else AUTO_PAIR_COPIES pairs only."""
+    noisy, pairs = config.augmentation_copies, config.augmentation_pair_copies
+    if pairs and len(text_columns) < 2:
         raise HyperparameterError(
             "distiller.augmentation_pair_copies",
             f"recombining pairs needs two or more text columns; this task has one "
             f"({text_columns[0]})",
         )
-    return asked
+    if not has_teacher or len(text_columns) < 2:
+        return MadeCopies(noisy or 0, pairs or 0)
+    labels_only = not has_transfer_set and labelled_rows <= LABELS_ONLY_MAX_ROWS
+    if noisy is None and pairs is None and labels_only:
+        return MadeCopies(LABELS_ONLY_NOISY_COPIES, LABELS_ONLY_PAIR_COPIES)
+    return MadeCopies(noisy or 0, AUTO_PAIR_COPIES if pairs is None else pairs)
 
 
 def made_rows(
@@ -246,20 +277,28 @@ def made_rows(
             raise HyperparameterError(
                 key, "made rows are labelled by the teacher: use a distill job"
             )
+    copies = made_copies(
+        config,
+        data.text_columns,
+        has_teacher=has_teacher,
+        labelled_rows=len(train_frame),
+        has_transfer_set=data.unlabeled is not None and not data.unlabeled.empty,
+    )
     made = []
-    if config.augmentation_copies:
+    if copies.noisy:
         made.append(
             augmented_copies(
                 train_frame,
                 data.text_columns,
-                config.augmentation_copies,
+                copies.noisy,
                 config.augmentation_word_probability,
                 seed=config.seed,
             )
         )
-    pairs = pair_copies(config, data.text_columns, has_teacher)
-    if pairs:
-        made.append(recombined_pairs(train_frame, data.text_columns, pairs, seed=config.seed))
+    if copies.pairs:
+        made.append(
+            recombined_pairs(train_frame, data.text_columns, copies.pairs, seed=config.seed)
+        )
     if not made:
         return train_frame[data.text_columns].iloc[:0]
     return pd.concat(made, ignore_index=True)

@@ -24,7 +24,7 @@ from distillery.auto import (
 )
 from distillery.backbones import PACKAGED_CHECKPOINTS, BackboneError, checkpoint_shape
 from distillery.plan import JobPlan
-from distillery.training import TrainingCancelled, pair_copies
+from distillery.training import TrainingCancelled, made_copies
 from domain import lifecycle
 from domain.auth import LOCAL_CALLER
 from domain.auto_distill import deadline_after
@@ -74,14 +74,19 @@ def candidates_for(
 def distilled_rows(session: Session, job: Job, plan: JobPlan) -> int:
     """The rows a distilled trial trains on: the labelled ones, the copies and pairs made from
     them, the unlabelled dataset and the teacher's own training rows the plan resolved."""
-    config = plan.config
-    made = config.augmentation_copies + pair_copies(config, plan.text_columns, has_teacher=True)
     transfer = [job.unlabeled_dataset]
     if plan.teacher_training_rows is not None:
         transfer.append(session.get(Dataset, plan.teacher_training_rows))
-    return job.train_dataset.row_count * (1 + made) + sum(
-        dataset.row_count for dataset in transfer if dataset is not None
+    transfer_rows = sum(dataset.row_count for dataset in transfer if dataset is not None)
+    labelled = job.train_dataset.row_count
+    made = made_copies(
+        plan.config,
+        plan.text_columns,
+        has_teacher=True,
+        labelled_rows=labelled,
+        has_transfer_set=transfer_rows > 0,
     )
+    return labelled * (1 + made.per_row) + transfer_rows
 
 
 def plan_search(session: Session, runtime: Runtime, job: Job, attempt: int) -> None:

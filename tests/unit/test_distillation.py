@@ -4,6 +4,7 @@ transfer sets, and teacher and student with different architectures and tokenize
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -12,10 +13,18 @@ import torch
 from distillery.augment import augmented_copies, recombined_pairs
 from distillery.bundle import BundleMetadata, save_bundle
 from distillery.distill import teacher_head_logits, teacher_outputs_for, uniform_layer_map
-from distillery.hyperparams import AUTO_PAIR_COPIES, HyperparameterError, parse_hyperparameters
+from distillery.hyperparams import (
+    AUTO_PAIR_COPIES,
+    LABELS_ONLY_MAX_ROWS,
+    LABELS_ONLY_NOISY_COPIES,
+    LABELS_ONLY_PAIR_COPIES,
+    HyperparameterError,
+    TrainingConfig,
+    parse_hyperparameters,
+)
 from distillery.predictor import Predictor
 from distillery.teacher_cache import TeacherCache
-from distillery.training import TrainingData, train
+from distillery.training import MadeCopies, TrainingData, made_copies, train
 from tests.factories import qnli_like_frame, save_tiny_bert, save_tiny_mpnet
 
 LABELS = ["entailment", "not_entailment"]
@@ -165,6 +174,8 @@ def test_mpnet_teacher_distills_into_a_bert_student(
             "distiller.temperature": 1.0,
             "distiller.hard_label_weight": 0.5,
             "distiller.softmax_regression_weight": 0.5,
+            # 2 pairs per row, not the labels-only recipe's 10 made rows: a smaller test.
+            "distiller.augmentation_pair_copies": 2,
         }
     )
     result = train(config, data(160), bert_student_24, teacher=teacher)
@@ -367,6 +378,32 @@ def test_recombined_pairs_are_deterministic_label_free_and_never_self_pairs() ->
     assert (pairs["sentence"].iloc[:60].to_numpy() != pairs["sentence"].iloc[60:120]).mean() > 0.9
     with pytest.raises(ValueError, match="two or more text columns"):
         recombined_pairs(frame, ["question"], copies=1, seed=0)
+
+
+def test_default_recipe_makes_more_rows_where_a_distill_job_has_only_its_labels() -> None:
+    default = parse_hyperparameters({})
+    pairs = ["question", "sentence"]
+
+    def copies(config: TrainingConfig = default, **facts: Any) -> MadeCopies:
+        given = {"has_teacher": True, "labelled_rows": 800, "has_transfer_set": False, **facts}
+        return made_copies(config, pairs, **given)
+
+    labels_only = MadeCopies(LABELS_ONLY_NOISY_COPIES, LABELS_ONLY_PAIR_COPIES)
+    assert copies() == labels_only
+    assert copies(labelled_rows=LABELS_ONLY_MAX_ROWS) == labels_only
+    # A transfer set, or labels plentiful enough to be one: pairs only.
+    assert copies(has_transfer_set=True) == MadeCopies(0, AUTO_PAIR_COPIES)
+    assert copies(labelled_rows=LABELS_ONLY_MAX_ROWS + 1) == MadeCopies(0, AUTO_PAIR_COPIES)
+    # Either key named: the rest of the recipe is the plain one.
+    named_pairs = parse_hyperparameters({"distiller.augmentation_pair_copies": 0})
+    assert copies(named_pairs) == MadeCopies(0, 0)
+    named_noise = parse_hyperparameters({"distiller.augmentation_copies": 1})
+    assert copies(named_noise) == MadeCopies(1, AUTO_PAIR_COPIES)
+    # No teacher to label them, or one text column: nothing made unless asked.
+    assert copies(has_teacher=False) == MadeCopies(0, 0)
+    assert made_copies(
+        default, ["question"], has_teacher=True, labelled_rows=800, has_transfer_set=False
+    ) == MadeCopies(0, 0)
 
 
 def test_recombined_pairs_join_the_transfer_set(bert_teacher: Path, tiny_student_dir: Path) -> None:
