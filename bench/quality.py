@@ -83,7 +83,12 @@ from bench.common import (
 )
 from distillery.backbones import count_parameters, load_classifier
 from distillery.bundle import size_on_disk
-from distillery.hyperparams import AUTO_PAIR_COPIES, parse_hyperparameters
+from distillery.hyperparams import (
+    AUTO_PAIR_COPIES,
+    LABELS_ONLY_NOISY_COPIES,
+    LABELS_ONLY_PAIR_COPIES,
+    parse_hyperparameters,
+)
 from distillery.metrics import classification_metrics
 from distillery.predictor import Predictor, label_ids
 from distillery.teacher_cache import TeacherCache
@@ -172,8 +177,8 @@ class Pair:
 # pairs per row): as many teacher-labelled rows as the transfer set holds (800 x 11), all made
 # from the 800, at the transfer arm's schedule.
 LABELS_ONLY_AUGMENTED = {
-    "distiller.augmentation_pair_copies": 6,
-    "distiller.augmentation_copies": 4,
+    "distiller.augmentation_pair_copies": LABELS_ONLY_PAIR_COPIES,
+    "distiller.augmentation_copies": LABELS_ONLY_NOISY_COPIES,
     "optimization.max_epochs": TRANSFER_EPOCHS,
 }
 
@@ -473,6 +478,13 @@ def run_arm(
     pretrained = backbone_path(pair.student_checkpoint)
     start_from = teacher_folder if pair.from_teacher else pretrained
     distill = arm.startswith("distilled")
+    # The setup records the pairs per row, so the arms name it rather than follow the service's
+    # default, which now depends on whether a transfer set is there.
+    distiller_keys = {
+        **DISTILLER,
+        "distiller.augmentation_pair_copies": AUTO_PAIR_COPIES,
+        **pair.distiller,
+    }
     runs = []
     for learning_rate in learning_rates:
         hyperparameters: dict[str, Any] = {
@@ -483,7 +495,7 @@ def run_arm(
             "optimization.max_epochs": EPOCHS[arm],
             "env.batch_size": 32,
             "env.seed": context.seed,
-            **({**DISTILLER, **pair.distiller} if distill else {}),
+            **(distiller_keys if distill else {}),
             **((pair.labels_only_keys or {}) if arm == "distilled" else {}),
         }
         data = student_data(

@@ -9,8 +9,8 @@ until now, hidden-state (intermediate) loss token by token over a layer map and 
 loss on the pooled sentence vector; and for the winning cut, layers 1 and 4, the same terms, a
 lower temperature and a longer schedule (twice the epochs over the transfer set, at 1e-4 and
 3e-4). And for bench/quality.py's 1-layer pair, which single layer of the teacher to keep
-(`cut-1` ... `cut-4`). Last, labels only on the narrowed 1+4 cut (`labels-narrow*`): hidden-state
-and attention terms, word-noise copies, and as many made rows as the transfer set holds.
+(`cut-1` ... `cut-4`). Last, labels only on the narrowed 1+4 cut (`labels-narrow*`): the
+hidden-state term, word-noise copies, and as many made rows as the transfer set holds.
 
 One seed and one learning rate per variant (1e-4 unless it names another: bench/quality.py's
 grid chose 1e-4 for the 0+5 pair's arm on every seed, 3e-4 for the 1+4 pair's on two seeds of
@@ -71,7 +71,8 @@ LABELS_ONLY_ARM = {
     "optimization.max_epochs": LABELS_ONLY_EPOCHS,
     "optimization.learning_rate": 3e-4,
 }
-# The same arm on the narrowed student (`L6-to-layers-1-4-ffn-768`) as it is now.
+# The same arm on the narrowed student (`L6-to-layers-1-4-ffn-768`) as it was before this probe
+# chose its present recipe (bench/quality.py's LABELS_ONLY_AUGMENTED).
 NARROW_LABELS_ONLY_ARM = {
     "model.hf_text.intermediate_size": 768,
     "optimization.max_epochs": DISTILLED_EPOCHS,
@@ -275,9 +276,9 @@ def labels_only_summary(
     full_width = {n: row for n, row in probed.items() if not n.startswith(NARROW_LABELS)}
     narrowed = {n: row for n, row in probed.items() if n.startswith(NARROW_LABELS)}
     summary = variants_against(full_width, LABELS_ONLY_BASELINE, reruns)
-    if summary is not None and NARROW_LABELS in narrowed:
+    if NARROW_LABELS in narrowed:
         baseline = narrowed.pop(NARROW_LABELS)
-        summary["narrow"] = variants_against(narrowed, baseline, reruns)
+        summary = {**(summary or {}), "narrow": variants_against(narrowed, baseline, reruns)}
     return summary
 
 

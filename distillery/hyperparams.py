@@ -283,11 +283,11 @@ AUTO_PAIR_COPIES = 2
 # bench/quality.py's transfer set holds: 6 recombined pairs and 4 noisy copies per labelled row.
 # bench/terms.py ranked that first on the tuning rows of the narrowed 1+4 MiniLM cut (0.795,
 # against 0.765 for 2 noisy copies and 0.75 for 2 pairs alone), and bench/quality.py's
-# labels-only arm uses it.
+# labels-only arm of that cut uses it.
 LABELS_ONLY_PAIR_COPIES = 6
 LABELS_ONLY_NOISY_COPIES = 4
 # Above this many labelled rows the labels are a transfer set of their own, and 11 rows per
-# label would make the job 3-4 times longer: a bound on cost, not a measured optimum.
+# label (against 3) would cost too much: a bound on cost, not a measured optimum.
 LABELS_ONLY_MAX_ROWS = 10_000
 # A distill job's learning rate unless told, where the teacher's outputs count. bench/quality.py's
 # grid {1e-4, 3e-4}, chosen on tuning rows, took 3e-4 for every distilled arm of the 1+4 cut of

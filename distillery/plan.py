@@ -206,8 +206,8 @@ def plan_job(
             )
     # The check the training loop makes when it picks its best checkpoint, made now.
     selection_metric(config, problem_type)
-    # The refusal the training loop makes (pairs on a one-column task), now; the row counts
-    # that pick the default recipe do not matter to it.
+    # The refusals the training loop makes (pairs on a one-column task), now; the row counts
+    # that pick the default recipe do not matter to them.
     made_copies(
         config,
         text_columns,

@@ -246,19 +246,30 @@ def made_copies(
     labelled_rows: int,
     has_transfer_set: bool,
 ) -> MadeCopies:
-    """The asked numbers of noisy copies and recombined pairs (pairs are refused on a task of one
-    text column); where neither is asked, the default recipe of a distill job on a task with
-    pairs: with no transfer set and few labels, LABELS_ONLY_NOISY_COPIES noisy copies and
-    LABELS_ONLY_PAIR_COPIES pairs, else AUTO_PAIR_COPIES pairs only."""
+    """The asked numbers of noisy copies and recombined pairs (refused without a teacher to label
+    them, and pairs on a task of one text column); where neither is asked, the default recipe of
+    a distill job on a task with pairs: with no transfer set and few labels,
+    LABELS_ONLY_NOISY_COPIES noisy copies and LABELS_ONLY_PAIR_COPIES pairs, else
+    AUTO_PAIR_COPIES pairs only."""
     noisy, pairs = config.augmentation_copies, config.augmentation_pair_copies
+    if not has_teacher:
+        for key, asked in (
+            ("distiller.augmentation_copies", noisy),
+            ("distiller.augmentation_pair_copies", pairs),
+        ):
+            if asked:
+                raise HyperparameterError(
+                    key, "made rows are labelled by the teacher: use a distill job"
+                )
+        return MadeCopies(0, 0)
     if pairs and len(text_columns) < 2:
         raise HyperparameterError(
             "distiller.augmentation_pair_copies",
             f"recombining pairs needs two or more text columns; this task has one "
             f"({text_columns[0]})",
         )
-    if not has_teacher or len(text_columns) < 2:
-        return MadeCopies(noisy or 0, pairs or 0)
+    if len(text_columns) < 2:
+        return MadeCopies(noisy or 0, 0)
     labels_only = not has_transfer_set and labelled_rows <= LABELS_ONLY_MAX_ROWS
     if noisy is None and pairs is None and labels_only:
         return MadeCopies(LABELS_ONLY_NOISY_COPIES, LABELS_ONLY_PAIR_COPIES)
@@ -269,14 +280,6 @@ def made_rows(
     config: TrainingConfig, data: TrainingData, train_frame: pd.DataFrame, has_teacher: bool
 ) -> pd.DataFrame:
     """Rows made from the labelled ones (distillery/augment.py), for the teacher to label."""
-    for key, copies in (
-        ("distiller.augmentation_copies", config.augmentation_copies),
-        ("distiller.augmentation_pair_copies", config.augmentation_pair_copies),
-    ):
-        if copies and not has_teacher:
-            raise HyperparameterError(
-                key, "made rows are labelled by the teacher: use a distill job"
-            )
     copies = made_copies(
         config,
         data.text_columns,
