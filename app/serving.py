@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -158,6 +159,8 @@ async def serving_context(request: Request) -> ServingContext:
 def make_predictor_cache(settings: Settings) -> PredictorCache:
     if settings.inference_torch_threads > 0:
         torch.set_num_threads(settings.inference_torch_threads)
+    if settings.gil_switch_interval_ms > 0:
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     return PredictorCache(
         settings.model_cache_size,
         max_bytes=settings.model_cache_max_bytes,

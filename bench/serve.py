@@ -71,6 +71,7 @@ from distillery.predictor import Predictor
 from distillery.scripted import script_predictor
 from distillery.training import TrainingData, train
 from distillery.variants import apply_variant
+from domain.config import Settings
 
 BATCH_ROWS = 32
 TEACHER_ROWS = 1000
@@ -568,7 +569,8 @@ def main() -> None:
                     }
                 ),
                 "server": "uvicorn (uvloop, httptools), 1 process, 1 inference thread, torch "
-                "models traced (TorchScript); "
+                "models traced (TorchScript), GIL switch interval "
+                f"{Settings().gil_switch_interval_ms:g} ms; "
                 "micro-batching up to 32 rows run as length-sorted chunks of 8, each chunk "
                 "answered as it ends; batching off: max batch rows 1",
                 "raw": "Predictor.raw_outputs on all rows at once: batches of 32 sorted by "

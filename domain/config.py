@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # Serve torch models (float, int8) on a CPU as frozen TorchScript when the traced model
     # matches the eager one: it runs without holding the GIL (distillery/scripted.py).
     serving_torchscript: bool = True
+    # Python's GIL switch interval in the API process, in ms (0: Python's own, 5). The inference
+    # thread lets the GIL go for each forward pass and must win it back from a busy event loop
+    # after, waiting up to one interval each time. On 2 cores, HTTP at concurrency 32 reached
+    # 0.58-0.66 of the raw model's speed at 5 ms and 0.71-0.84 at 0.1 ms (bench/quality.py's
+    # 3.8x student, 4 rounds each; no better below 0.1 ms).
+    gil_switch_interval_ms: float = 0.1
     # Serving variants made after every successful distill job, and the tuning rows (at most)
     # each is scored on against the float model.
     variants_after_distill: list[str] = Field(default_factory=lambda: ["int8"])

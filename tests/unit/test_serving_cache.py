@@ -3,6 +3,7 @@ readiness, int8 variants."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from app.serving import PredictorCache
+from app.serving import PredictorCache, make_predictor_cache
 from distillery.bundle import BundleMetadata, write_metadata
 from distillery.predictor import Predictor
 from distillery.variants import compare_variant, module_memory_bytes
+from domain.config import Settings
 from tests.factories import qnli_like_frame, save_tiny_bert
 
 
@@ -127,3 +129,15 @@ def test_variant_comparison_reports_the_accuracy_drop(bundle: Path) -> None:
     assert 0.0 <= comparison["agreement"] <= 1.0
     expected = 100 * (comparison["float"]["accuracy"] - comparison["variant"]["accuracy"])
     assert comparison["accuracy_drop_points"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_api_process_takes_the_gil_switch_interval_it_is_given(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    try:
+        make_predictor_cache(Settings(home=tmp_path, gil_switch_interval_ms=0.25)).close()
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+        # 0 leaves Python's interval as it is.
+        make_predictor_cache(Settings(home=tmp_path, gil_switch_interval_ms=0)).close()
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+    finally:
+        sys.setswitchinterval(before)
