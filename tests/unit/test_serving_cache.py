@@ -1,5 +1,5 @@
 """The serving cache with real tiny bundles: LRU eviction by count and bytes, one load per key,
-readiness, int8 variants."""
+readiness, int8 variants; and the process settings the API applies when it makes the cache."""
 
 from __future__ import annotations
 
