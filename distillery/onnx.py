@@ -75,11 +75,14 @@ def export_onnx(
 
 
 def quantize_onnx_int8(fp32: Path, int8: Path) -> Path:
-    """ONNX Runtime's dynamic quantization: int8 weights, activations quantized per batch."""
+    """ONNX Runtime's dynamic quantization: int8 weights with a scale per output channel,
+    activations quantized per batch. Per channel, as for the torch int8 variant: on the same
+    MiniLM student, per-tensor weights agreed with the float model on 0.916 of 2,207 rows and
+    lost 3.0 points; per channel agreed on 0.971 and lost none, at the same speed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet("root"):
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
     return int8
 
 
