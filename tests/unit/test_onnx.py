@@ -18,6 +18,7 @@ from distillery.variants import (
     ONNX_INT8,
     apply_variant,
     compare_variant,
+    cpu_int8_instructions,
     example_rows,
     quantize_linear_int8,
 )
@@ -73,3 +74,21 @@ def test_int8_weights_have_a_scale_per_output_channel(bundle: Path, tmp_path: Pa
     for weight in weights:
         scale = scales[weight.removesuffix("_quantized") + "_scale"]
         assert len(scale.dims) == 1 and scale.dims[0] > 1, weight
+
+
+@pytest.mark.skipif(not cpu_int8_instructions(), reason="full-range activations need VNNI")
+def test_int8_activations_use_all_8_bits_where_the_cpu_has_vnni(bundle: Path) -> None:
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    rows = qnli_like_frame(64, seed=7)
+    predictor = Predictor(bundle)
+    expected = predictor.raw_outputs(rows)
+    # torch's own module halves the activations' range; ours uses all of it: half the step.
+    reduced = quantize_dynamic(
+        predictor.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+    )
+    errors = {}
+    for name, model in (("full", quantize_linear_int8(predictor.model)), ("reduced", reduced)):
+        predictor.model = model.eval()
+        errors[name] = float(np.abs(predictor.raw_outputs(rows) - expected).mean())
+    assert 0 < errors["full"] < errors["reduced"], errors
