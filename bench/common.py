@@ -20,6 +20,7 @@ from distillery.bundle import BundleMetadata, save_bundle  # noqa: E402
 from distillery.metrics import classification_metrics  # noqa: E402
 from distillery.predictor import Predictor, label_ids  # noqa: E402
 from distillery.training import TrainingResult  # noqa: E402
+from distillery.variants import cpu_int8_instructions  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 QNLI = SHARED / "data" / "qnli"
@@ -113,17 +114,9 @@ def cpu_description() -> dict[str, Any]:
     2.41x for the same ONNX Runtime int8 student)."""
     info = Path("/proc/cpuinfo")
     text = info.read_text() if info.is_file() else ""
-    fields = {}
-    for line in text.splitlines():
-        name, separator, value = line.partition(":")
-        if separator:
-            fields.setdefault(name.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    return {
-        "model": fields.get("model name", "unknown"),
-        "cpus": os.cpu_count(),
-        "int8_instructions": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
-    }
+    names = [line.partition(":")[2] for line in text.splitlines() if line.startswith("model name")]
+    model = names[0].strip() if names else "unknown"
+    return {"model": model, "cpus": os.cpu_count(), "int8_instructions": cpu_int8_instructions()}
 
 
 class Stopwatch:
