@@ -67,9 +67,23 @@ def cpu_int8_instructions() -> list[str]:
     return sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def full_range_int8_activations() -> bool:
+    """Whether torch's int8 kernels here sum u8 x s8 products into 32 bits: fbgemm does with
+    AVX-512 VNNI (AMX CPUs have it too); with AVX2 alone, or AVX-VNNI, which fbgemm does not
+    use, it sums pairs into 16 bits, which full-range activations can saturate."""
+    return "avx512_vnni" in cpu_int8_instructions()
+
+
+def variant_recipe(kind: str) -> str:
+    """How `kind` is built on this machine's CPU."""
+    if kind == INT8 and full_range_int8_activations():
+        return f"{RECIPES[kind]}, activations over all 8 bits (AVX-512 VNNI)"
+    return RECIPES[kind]
+
+
 def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` with every nn.Linear dynamically quantized to int8 (CPU only), one
-    weight scale per output channel, activations over their full 8 bits where the CPU has VNNI.
+    weight scale per output channel, activations over their full 8 bits where the CPU allows.
 
     Per channel, not torch's per-tensor default: on a 3-layer MiniLM student that had learned
     QNLI (0.700 on bench/serve.py's test rows), per-tensor int8 agreed with the float model on
@@ -82,7 +96,7 @@ def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
         warnings.simplefilter("ignore")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        mapping = {torch.nn.Linear: _full_range_linear()} if cpu_int8_instructions() else None
+        mapping = {torch.nn.Linear: _full_range_linear()} if full_range_int8_activations() else None
         return quantize_dynamic(
             model,
             {torch.nn.Linear: per_channel_dynamic_qconfig},
@@ -97,8 +111,8 @@ def _full_range_linear() -> type[torch.nn.Module]:
     """torch's dynamic int8 Linear with its activations quantized over all 8 bits.
 
     torch halves their range (`reduce_range`) so that the 16-bit pair sums of AVX2's u8 x s8
-    instruction cannot saturate; VNNI adds the products straight into 32 bits, where the full
-    range is safe, and the step it halves is what the int8 model loses most to.
+    instruction cannot saturate; AVX-512 VNNI adds the products straight into 32 bits, where the
+    full range is safe, and the coarser step is what the int8 model lost most to.
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
@@ -191,7 +205,7 @@ def compare_variant(
     float_metrics = _metrics(predictor, float_outputs, frame[label_column])
     variant_metrics = _metrics(predictor, variant_outputs, frame[label_column])
     result: dict[str, Any] = {
-        "recipe": RECIPES[kind],
+        "recipe": variant_recipe(kind),
         "rows": len(frame),
         "float": float_metrics,
         "variant": variant_metrics,

@@ -18,8 +18,8 @@ from distillery.variants import (
     ONNX_INT8,
     apply_variant,
     compare_variant,
-    cpu_int8_instructions,
     example_rows,
+    full_range_int8_activations,
     quantize_linear_int8,
 )
 from tests.factories import qnli_like_frame, save_tiny_classifier_bundle
@@ -76,7 +76,7 @@ def test_int8_weights_have_a_scale_per_output_channel(bundle: Path, tmp_path: Pa
         assert len(scale.dims) == 1 and scale.dims[0] > 1, weight
 
 
-@pytest.mark.skipif(not cpu_int8_instructions(), reason="full-range activations need VNNI")
+@pytest.mark.skipif(not full_range_int8_activations(), reason="needs AVX-512 VNNI")
 def test_int8_activations_use_all_8_bits_where_the_cpu_has_vnni(bundle: Path) -> None:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
