@@ -68,9 +68,10 @@ def cpu_int8_instructions() -> list[str]:
 
 
 def full_range_int8_activations() -> bool:
-    """Whether torch's int8 kernels here sum u8 x s8 products into 32 bits: fbgemm does with
-    AVX-512 VNNI (AMX CPUs have it too); with AVX2 alone, or AVX-VNNI, which fbgemm does not
-    use, it sums pairs into 16 bits, which full-range activations can saturate."""
+    """Whether torch's int8 kernels here sum u8 x s8 products into 32 bits: with AVX-512 VNNI
+    (AMX CPUs have it too; torch's own VNNI check looks for it alone). With AVX2's instruction,
+    pairs are summed into 16 bits, which full-range activations can saturate; CPUs with only
+    AVX-VNNI keep torch's reduced range, as it is not known here which path fbgemm takes."""
     return "avx512_vnni" in cpu_int8_instructions()
 
 
