@@ -54,7 +54,8 @@ class VariantError(ValueError):
     """A variant cannot be built here (unknown kind, or not on this device)."""
 
 
-def cpu_int8_instructions() -> list[str]:
+@cache  # a CPU's flags do not change while the process runs; read /proc/cpuinfo once
+def cpu_int8_instructions() -> tuple[str, ...]:
     """The int8 dot-product instructions this CPU has (Linux; none found elsewhere)."""
     info = Path("/proc/cpuinfo")
     text = info.read_text() if info.is_file() else ""
@@ -64,7 +65,7 @@ def cpu_int8_instructions() -> list[str]:
         if name.strip() == "flags":
             flags = set(value.split())
             break
-    return sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return tuple(sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}))
 
 
 def full_range_int8_activations() -> bool:

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # Python's GIL switch interval in the API process, in ms (0: Python's own, 5). The inference
     # thread lets the GIL go for each forward pass and must win it back from a busy event loop
     # after, waiting up to one interval each time. On 2 cores, HTTP at concurrency 32 went from
-    # 0.64 to 0.80 of the raw model's speed in bench/serve.py, and from 0.58-0.66 to 0.71-0.84
+    # 0.64 to 0.80 of the raw model's speed in stop 31's bench/serve.py, and 0.58-0.66 to 0.71-0.84
     # for bench/quality.py's 3.8x student (no better below 0.1 ms; README, serving bench).
     gil_switch_interval_ms: float = 0.1
     # Serving variants made after every successful distill job, and the tuning rows (at most)
